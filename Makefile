@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine:
+#   make test   create/reuse .venv, install torch + deps + mama (C++ extension), run the tests
+#   make demo   the same install, then the whole pipeline on the embedded synthetic dataset
+# Running either twice reinstalls nothing: the stamps below only go stale when their inputs change.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEPS   := $(VENV)/.deps-installed
+BUILT  := $(VENV)/.mama-built
+CSRC   := $(shell find csrc -name '*.cpp' -o -name '*.h')
+
+.PHONY: install test test-triton demo bench clean
+
+$(DEPS): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: pip takes these two from this machine's disk.
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# --no-build-isolation: the extension must build against the torch installed above.
+$(BUILT): $(DEPS) setup.py pyproject.toml $(CSRC)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(BUILT)
+
+test: $(BUILT)
+	$(PY) -m pytest tests -q
+
+# The Triton kernels alone (on CPU they run under TRITON_INTERPRET=1, set by tests/conftest.py).
+test-triton: $(BUILT)
+	$(PY) -m pytest tests -q -m triton
+
+demo: $(BUILT)
+	$(VENV)/bin/mama demo
+
+bench: $(BUILT)
+	$(PY) -m pytest benchmarks --benchmark-only -q
+
+clean:
+	rm -rf build *.egg-info mama/_C*.so

@@ -1,0 +1,1 @@
+"""The `mama` command line (Typer). Installed as mama.cli."""

@@ -1,0 +1,38 @@
+"""`mama`: the command-line entry point. Each command group lives in its own module."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mama.errors import MamaError
+
+app = typer.Typer(
+    help="Video anomaly detection: F2LM generator + Destroyer (Making Anomalies More Anomalous).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Command groups (one module each). Keep this list in the order `mama --help` shows them.
+# REGISTER-COMMANDS
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status.
+
+    A MamaError (a user's mistake) prints one line, `error: ...`, and returns 2: no traceback.
+    Usage errors and --help are handled by Typer as usual.
+    """
+    try:
+        app(args=argv, prog_name="mama")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except MamaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cli() -> None:  # console_scripts entry point
+    sys.exit(main())
