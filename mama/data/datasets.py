@@ -1,0 +1,514 @@
+"""The data layer: find the videos of a dataset, read their frames, cut them into clips.
+
+Pure `make_*_samples` functions list one `VideoRecord` per video (frames, labels); they
+never read pixels. `read_frame` / `load_video_frames` read frames as the reference code
+does (OpenCV, BGR, resized, float32 CHW in [-1, 1]); `ClipDataset` serves every window of
+`clip_len` consecutive frames (4 inputs + the target frame); `ClipSampler` walks those
+clips in an endless, resumable shuffled order; `frame_labels` gives the test labels in
+the order the evaluation scores frames.
+
+Layouts understood (labels: uint8 per frame, 1 = abnormal):
+
+    ped1, ped2, avenue, synth (`make_mat_samples(root, name, split)`):
+        <root>/<name>/
+            training/frames/<video>/<frame>.jpg|png|tif     normal videos (labels all 0)
+            testing/frames/<video>/<frame>.jpg|png|tif
+            <name>.mat      key 'gt': (1, n_videos) cell of (2, K) [start; end] rows,
+                            1-based inclusive (K abnormal intervals; K may be 0), or a
+                            plain numeric (2, n_videos) / (n_videos, 2) array (one
+                            interval per video)
+
+    shanghai (`make_shanghai_samples(root, split)`), either layout:
+        <root>/shanghai/                        <root>/shanghai/   (the paper repo's)
+            training/frames/<video>/                training/<video>/
+              (or training/videos/<video>.avi)
+            testing/frames/01_0014/                 testing/01_0014/
+            testing/test_frame_mask/01_0014.npy     testing/testframemask/01_0014.npy
+
+    folder (`make_folder_samples(path)`): your own footage
+        clip.mp4                       one video file (mp4, avi, mov, mkv)
+        frames/000.jpg ...             one folder of images = one video
+        videos/                        a folder of frame folders and/or video files
+            cam1/000.jpg ...
+            cam2.mp4
+            cam1.npy | cam1.txt        optional labels (one 0/1 per frame) beside a video
+            labels/cam2.npy | cam2.txt   ... or in a labels/ folder
+
+Frame files are sorted naturally (2.jpg before 10.jpg).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from mama.errors import MamaError
+
+SPLITS = ("training", "testing")
+MAT_DATASETS = ("ped1", "ped2", "avenue", "synth")
+KNOWN_DATASETS = (*MAT_DATASETS, "shanghai", "folder")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv"})
+LABEL_SUFFIXES = (".npy", ".txt")
+CLIP_LEN = 5  # 4 input frames + the predicted one; also the fewest frames a video may have
+DEFAULT_SIZE = (256, 256)  # (H, W), as the reference code
+BACKGROUND_FRAMES = 64  # the most frames the per-pixel median background looks at
+SHANGHAI_MASK_DIRS = ("test_frame_mask", "testframemask")  # community / paper repo names
+
+
+@dataclass(frozen=True, eq=False)
+class VideoRecord:
+    """One video: its frame files (or a video file), frame count and per-frame labels."""
+
+    name: str
+    frames: tuple[Path, ...]  # sorted frame files; empty for a video file
+    video_file: Path | None
+    num_frames: int
+    labels: np.ndarray | None  # uint8 (num_frames,), 1 = abnormal; None when unknown
+
+    @property
+    def source(self) -> Path:
+        """The folder or file the video is read from (for messages)."""
+        return self.video_file if self.video_file is not None else self.frames[0].parent
+
+
+# ---------------------------------------------------------------------------------------
+# Listing videos
+# ---------------------------------------------------------------------------------------
+def natural_key(path: Path) -> list:
+    """Sort key putting numbers in numeric order: frame2 < frame10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+
+
+def _is_video_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def count_video_file_frames(path: Path) -> int:
+    """Frames in a video file, counted by decoding (the container's count is unreliable)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = 0
+        while capture.isOpened() and capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    if count == 0:
+        raise MamaError(f"{path}: cannot read this video file; re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4) or pass a folder of frames")
+    return count
+
+
+def _frame_folder_record(folder: Path, labels: np.ndarray | None = None) -> VideoRecord:
+    frames = _image_files(folder)
+    if len(frames) < CLIP_LEN:
+        raise MamaError(f"{folder}: {len(frames)} frames, a video needs at least {CLIP_LEN}; add frames or remove the folder")
+    return VideoRecord(folder.name, tuple(frames), None, len(frames), labels)
+
+
+def _video_file_record(path: Path) -> VideoRecord:
+    num_frames = count_video_file_frames(path)
+    if num_frames < CLIP_LEN:
+        raise MamaError(f"{path}: {num_frames} frames, a video needs at least {CLIP_LEN}; use a longer video")
+    return VideoRecord(path.stem, (), path, num_frames, None)
+
+
+def _list_videos(folder: Path, skip: tuple[str, ...] = ()) -> list[VideoRecord]:
+    """One record per frame folder or video file directly inside `folder`, natural order."""
+    entries = sorted((p for p in folder.iterdir() if p.name not in skip and not p.name.startswith(".")), key=natural_key)
+    records = [_frame_folder_record(p) if p.is_dir() else _video_file_record(p) for p in entries if p.is_dir() or _is_video_file(p)]
+    if not records:
+        raise MamaError(f"{folder}: no videos found; expected one folder of frames (or one video file) per video")
+    return records
+
+
+def _with_labels(record: VideoRecord, labels: np.ndarray) -> VideoRecord:
+    return VideoRecord(record.name, record.frames, record.video_file, record.num_frames, labels)
+
+
+def _normal_labels(records: list[VideoRecord]) -> list[VideoRecord]:
+    """Training videos are normal: labels all zero."""
+    return [_with_labels(r, np.zeros(r.num_frames, np.uint8)) for r in records]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise MamaError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+def _dataset_dir(root: str | Path, name: str) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise MamaError(f"{root}: data root not found; pass the folder that holds {name}/ (e.g. --data-root /data)")
+    folder = root / name
+    if not folder.is_dir():
+        raise MamaError(f"{folder}: dataset folder not found; put {name}/ under {root} or pass the right --data-root")
+    return folder
+
+
+def _split_dir(dataset_dir: Path, split: str) -> Path:
+    folder = dataset_dir / split
+    if not folder.is_dir():
+        raise MamaError(f"{folder}: no {split} split; expected {split}/frames/<video>/<frame>.jpg inside {dataset_dir}")
+    return folder
+
+
+def _load_label_file(path: Path, num_frames: int) -> np.ndarray:
+    """A per-frame 0/1 label file (.npy or .txt), checked against the video's length."""
+    try:
+        values = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path, ndmin=1)
+    except (OSError, ValueError) as exc:
+        raise MamaError(f"{path}: cannot read labels ({exc}); write one 0/1 per frame (.npy array or .txt)") from None
+    values = np.asarray(values).ravel()
+    if values.size and not np.isin(values, (0, 1)).all():
+        raise MamaError(f"{path}: labels must be 0 (normal) or 1 (abnormal), one per frame")
+    if values.size != num_frames:
+        raise MamaError(f"{path}: {values.size} labels for a video of {num_frames} frames; write one label per frame")
+    return values.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------
+# ped1 / ped2 / avenue / synth: frame folders + <name>.mat
+# ---------------------------------------------------------------------------------------
+def _gt_intervals(mat_path: Path, num_videos: int) -> list[np.ndarray]:
+    """The 'gt' of a .mat file as one (K, 2) int array of [start, end] rows per video."""
+    try:
+        gt = scipy.io.loadmat(str(mat_path))["gt"]
+    except KeyError:
+        raise MamaError(f"{mat_path}: no 'gt' variable; save the ground truth under the name 'gt'") from None
+    except (OSError, ValueError, NotImplementedError, TypeError) as exc:
+        raise MamaError(f"{mat_path}: cannot read this .mat file ({exc}); save it with MATLAB -v7 or scipy.io.savemat") from None
+    if gt.dtype == object:  # a cell: one (2, K) [start; end] array per video
+        cells = list(gt.ravel())
+        if len(cells) != num_videos:
+            raise MamaError(f"{mat_path}: 'gt' lists {len(cells)} videos but the testing folder has {num_videos}; use the .mat that belongs to these videos")
+        intervals = []
+        for cell in cells:
+            cell = np.asarray(cell, dtype=np.int64)
+            if cell.size == 0:
+                intervals.append(np.zeros((0, 2), np.int64))
+            elif cell.ndim == 1 and cell.size == 2:
+                intervals.append(cell.reshape(1, 2))
+            elif cell.ndim == 2 and cell.shape[0] == 2:
+                intervals.append(cell.T)
+            else:
+                raise MamaError(f"{mat_path}: a 'gt' cell has shape {cell.shape}; each cell must be a (2, K) array of [start; end] rows")
+        return intervals
+    gt = np.asarray(gt, dtype=np.int64)  # plain numeric: one interval per video
+    if gt.ndim == 2 and gt.shape == (2, num_videos):  # one [start; end] column per video (preferred)
+        return [column.reshape(1, 2) for column in gt.T]
+    if gt.ndim == 2 and gt.shape == (num_videos, 2):
+        return [row.reshape(1, 2) for row in gt]
+    raise MamaError(f"{mat_path}: 'gt' of shape {gt.shape} does not list the {num_videos} videos of the testing folder; use the .mat that belongs to these videos")
+
+
+def _interval_labels(mat_path: Path, video: VideoRecord, intervals: np.ndarray) -> np.ndarray:
+    labels = np.zeros(video.num_frames, np.uint8)
+    for start, end in intervals:
+        if not 1 <= start <= end <= video.num_frames:
+            raise MamaError(
+                f"{mat_path}: interval [{start}, {end}] of video {video.name} does not fit its {video.num_frames} frames; "
+                f"intervals are 1-based inclusive with 1 <= start <= end <= {video.num_frames}"
+            )
+        labels[start - 1 : end] = 1
+    return labels
+
+
+def make_mat_samples(root: str | Path, name: str, split: str) -> list[VideoRecord]:
+    """ped1 / ped2 / avenue / synth: one record per video of `<root>/<name>/<split>/frames/`."""
+    _check_split(split)
+    dataset_dir = _dataset_dir(root, name)
+    frames_dir = _split_dir(dataset_dir, split) / "frames"
+    if not frames_dir.is_dir():
+        raise MamaError(f"{frames_dir}: folder not found; put one folder of frames per video in {split}/frames/")
+    videos = _list_videos(frames_dir)
+    if split == "training":
+        return _normal_labels(videos)
+    mat_path = dataset_dir / f"{name}.mat"
+    if not mat_path.is_file():
+        raise MamaError(f"{mat_path}: ground truth not found; put {name}.mat (key 'gt', [start; end] 1-based per test video) there")
+    intervals = _gt_intervals(mat_path, len(videos))
+    return [_with_labels(v, _interval_labels(mat_path, v, iv)) for v, iv in zip(videos, intervals)]
+
+
+# ---------------------------------------------------------------------------------------
+# ShanghaiTech: frame folders + per-video frame masks
+# ---------------------------------------------------------------------------------------
+def make_shanghai_samples(root: str | Path, split: str) -> list[VideoRecord]:
+    """ShanghaiTech in the community layout (frames/, test_frame_mask/) or the paper repo's."""
+    _check_split(split)
+    split_dir = _split_dir(_dataset_dir(root, "shanghai"), split)
+    if (split_dir / "frames").is_dir():
+        videos = _list_videos(split_dir / "frames")
+    elif (split_dir / "videos").is_dir():
+        videos = _list_videos(split_dir / "videos")
+    else:
+        videos = _list_videos(split_dir, skip=SHANGHAI_MASK_DIRS)
+    if split == "training":
+        return _normal_labels(videos)
+    mask_dirs = [split_dir / d for d in SHANGHAI_MASK_DIRS if (split_dir / d).is_dir()]
+    if not mask_dirs:
+        raise MamaError(f"{split_dir}: no frame masks; put <video>.npy (0/1 per frame) in {split_dir / SHANGHAI_MASK_DIRS[0]}")
+    labelled = []
+    for video in videos:
+        mask = mask_dirs[0] / f"{video.name}.npy"
+        if not mask.is_file():
+            raise MamaError(f"{mask}: frame mask not found; every test video needs <video>.npy with one 0/1 per frame")
+        labelled.append(_with_labels(video, _load_label_file(mask, video.num_frames)))
+    return labelled
+
+
+# ---------------------------------------------------------------------------------------
+# A user's own footage: a video file, a folder of images, or a folder of videos
+# ---------------------------------------------------------------------------------------
+def _find_labels(record: VideoRecord, folder: Path) -> np.ndarray | None:
+    """Labels `<video>.npy|txt` beside the video in `folder` or in `folder/labels/`."""
+    for directory in (folder, folder / "labels"):
+        for suffix in LABEL_SUFFIXES:
+            path = directory / f"{record.name}{suffix}"
+            if path.is_file():
+                return _load_label_file(path, record.num_frames)
+    return None
+
+
+def make_folder_samples(path: str | Path) -> list[VideoRecord]:
+    """A video file, a folder of images (one video) or a folder of frame folders / video files."""
+    path = Path(path)
+    if not path.exists():
+        raise MamaError(f"{path}: not found; pass a video file, a folder of frames or a folder of videos")
+    if path.is_file():
+        if not _is_video_file(path):
+            raise MamaError(f"{path}: not a video file; pass a {'/'.join(sorted(s[1:] for s in VIDEO_SUFFIXES))} file or a folder of frames")
+        records, folder = [_video_file_record(path)], path.parent
+    elif _image_files(path):
+        records, folder = [_frame_folder_record(path)], path.parent
+    else:
+        records, folder = _list_videos(path, skip=("labels",)), path
+    return [_with_labels(r, labels) if (labels := _find_labels(r, folder)) is not None else r for r in records]
+
+
+def make_samples(dataset: str, root: str | Path, split: str) -> list[VideoRecord]:
+    """Dispatch by dataset name; for `folder`, `root` is the video file or folder itself."""
+    if dataset in MAT_DATASETS:
+        return make_mat_samples(root, dataset, split)
+    if dataset == "shanghai":
+        return make_shanghai_samples(root, split)
+    if dataset == "folder":
+        return make_folder_samples(root)
+    raise MamaError(f"unknown dataset {dataset!r}; use one of {', '.join(KNOWN_DATASETS)}")
+
+
+def label_intervals(labels: np.ndarray) -> list[tuple[int, int]]:
+    """The abnormal runs of a 0/1 label vector as 1-based inclusive (start, end) pairs."""
+    padded = np.concatenate([[0], np.asarray(labels, np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return [(int(s) + 1, int(e)) for s, e in zip(edges[::2], edges[1::2])]
+
+
+# ---------------------------------------------------------------------------------------
+# Reading frames (as the reference code: OpenCV BGR, resized, [-1, 1], CHW)
+# ---------------------------------------------------------------------------------------
+def _to_model_range(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    height, width = size
+    resized = cv2.resize(image_bgr, (width, height))  # cv2 wants (W, H); bilinear as the reference
+    return (resized.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 BGR (H, W, 3); a truncated or unreadable file is a MamaError."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise MamaError(f"{path}: cannot read this frame ({exc.strerror}); check the file's permissions") from None
+    # cv2.imread decodes a truncated JPEG with a mere warning (imdecode may too, by version):
+    # check the end-of-image marker so none slips through.
+    is_jpeg = data[:2].tobytes() == b"\xff\xd8"
+    truncated = is_jpeg and data.tobytes().rstrip(b"\x00\r\n ")[-2:] != b"\xff\xd9"
+    image = None if truncated or data.size == 0 else cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise MamaError(f"{path}: cannot decode this frame (truncated or not an image); replace it or remove it from the video")
+    return image
+
+
+def read_frame(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
+    """One frame as float32 (3, H, W), BGR, scaled to [-1, 1]."""
+    return _to_model_range(decode_image(path), size)
+
+
+def _decode_video_file(path: Path, size: tuple[int, int]) -> np.ndarray:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while capture.isOpened():
+            ok, image = capture.read()
+            if not ok:
+                break
+            frames.append(_to_model_range(image, size))
+    finally:
+        capture.release()
+    if not frames:
+        raise MamaError(f"{path}: cannot read this video file; re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4) or pass a folder of frames")
+    return np.stack(frames)
+
+
+def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
+    """All frames of a video as float32 (T, 3, H, W), BGR, in [-1, 1]."""
+    if video.video_file is not None:
+        frames = _decode_video_file(video.video_file, size)
+        if len(frames) != video.num_frames:
+            raise MamaError(f"{video.video_file}: decoded {len(frames)} frames, listed {video.num_frames}; the file changed, list the dataset again")
+        return frames
+    return np.stack([read_frame(p, size) for p in video.frames])
+
+
+def background_indices(num_frames: int) -> np.ndarray:
+    """At most BACKGROUND_FRAMES evenly spaced frame indices."""
+    return np.unique(np.linspace(0, num_frames - 1, min(num_frames, BACKGROUND_FRAMES)).round().astype(np.int64))
+
+
+def video_background(frames: np.ndarray) -> np.ndarray:
+    """A fixed camera's background (3, H, W): the per-pixel median over <= 64 evenly spaced frames."""
+    frames = np.asarray(frames)
+    return np.median(frames[background_indices(len(frames))], axis=0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Clips
+# ---------------------------------------------------------------------------------------
+class ClipDataset(Dataset):
+    """Every window of `clip_len` consecutive frames of every video, video by video.
+
+    Item i: {"clip": float32 (clip_len, 3, H, W), "video": index into `videos`, "target":
+    index of the clip's last frame in its video, and "background" (3, H, W) when asked}.
+    The first clip of a video targets frame clip_len - 1, so a video of T frames gives
+    T - clip_len + 1 clips. Frame folders are read on demand; video files are decoded once
+    and kept at the target size.
+    """
+
+    def __init__(self, videos: list[VideoRecord], size: tuple[int, int] = DEFAULT_SIZE, clip_len: int = CLIP_LEN, with_background: bool = False):
+        if not videos:
+            raise MamaError("no videos to make clips from; check the dataset path and split")
+        if clip_len < 1:
+            raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+        for video in videos:
+            if video.num_frames < clip_len:
+                raise MamaError(f"{video.source}: {video.num_frames} frames, clips of {clip_len} need at least {clip_len}; add frames or drop the video")
+        self.videos = list(videos)
+        self.size = tuple(size)
+        self.clip_len = clip_len
+        self.with_background = with_background
+        clips_per_video = np.array([v.num_frames - clip_len + 1 for v in self.videos])
+        self._starts = np.concatenate([[0], np.cumsum(clips_per_video)])  # first clip index of each video
+        self._decoded: dict[int, np.ndarray] = {}  # video index -> (T, 3, H, W), video files only
+        self._backgrounds: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(video index, target frame index) of clip `index`."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"clip index {index} out of range for {len(self)} clips")
+        video = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return video, int(index - self._starts[video]) + self.clip_len - 1
+
+    def _frames(self, video: int, indices) -> np.ndarray:
+        record = self.videos[video]
+        if record.video_file is not None:
+            if video not in self._decoded:
+                self._decoded[video] = load_video_frames(record, self.size)
+            return self._decoded[video][np.asarray(indices)]
+        return np.stack([read_frame(record.frames[i], self.size) for i in indices])
+
+    def background(self, video: int) -> np.ndarray:
+        """The video's median background (3, H, W), computed once."""
+        if video not in self._backgrounds:
+            indices = background_indices(self.videos[video].num_frames)
+            self._backgrounds[video] = video_background(self._frames(video, indices))  # already evenly spaced
+        return self._backgrounds[video]
+
+    def __getitem__(self, index: int) -> dict:
+        video, target = self.locate(index)
+        clip = self._frames(video, range(target - self.clip_len + 1, target + 1))
+        item = {"clip": torch.from_numpy(np.ascontiguousarray(clip)), "video": video, "target": target}
+        if self.with_background:
+            item["background"] = torch.from_numpy(self.background(video).copy())
+        return item
+
+
+def frame_labels(videos: list[VideoRecord], clip_len: int = CLIP_LEN) -> np.ndarray:
+    """Test labels of every predicted frame, concatenated over videos in ClipDataset order.
+
+    Each video's first clip_len - 1 frames are dropped: they are only ever inputs.
+    """
+    for video in videos:
+        if video.labels is None:
+            raise MamaError(f"{video.source}: no labels for this video; add {video.name}.npy or {video.name}.txt (one 0/1 per frame) beside it")
+    return np.concatenate([v.labels[clip_len - 1 :] for v in videos]).astype(np.uint8)
+
+
+class ClipSampler(Sampler[int]):
+    """Endless shuffled walk over all clips, deterministic and resumable.
+
+    Epoch e visits every clip once in the order `permutation(seed, e)`, then epoch e + 1
+    starts with a fresh order. The state is (epoch, position), so a resumed run continues
+    with exactly the same indices. Indices are drawn in the main process, so it works
+    with DataLoader workers; but a loader with workers draws ahead of what training has
+    used, so save `state_dict(consumed=samples_used_since_start_or_load)` in that case.
+    """
+
+    def __init__(self, dataset, seed: int = 0, shuffle: bool = True):
+        self.num_clips = len(dataset)
+        if self.num_clips == 0:
+            raise MamaError("no clips to sample; check the dataset path and split")
+        self.seed = seed
+        self.shuffle = shuffle
+        self._start = (0, 0)  # (epoch, position) when iteration (re)starts
+        self.epoch, self.position = self._start
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The clip order of one epoch."""
+        if not self.shuffle:
+            return np.arange(self.num_clips)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_clips)
+
+    def __iter__(self):
+        self.epoch, self.position = self._start
+        while True:
+            order = self.order(self.epoch)
+            while self.position < self.num_clips:
+                index = int(order[self.position])
+                self.position += 1
+                yield index
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def _advanced(self, consumed: int) -> tuple[int, int]:
+        epoch, position = divmod(self._start[0] * self.num_clips + self._start[1] + consumed, self.num_clips)
+        return epoch, position
+
+    def state_dict(self, consumed: int | None = None) -> dict:
+        """{"epoch", "position"}: after the indices yielded so far, or after `consumed` samples."""
+        epoch, position = (self.epoch, self.position) if consumed is None else self._advanced(consumed)
+        if position == self.num_clips:  # an epoch just ended: the same point as the next one's start
+            epoch, position = epoch + 1, 0
+        return {"epoch": int(epoch), "position": int(position), "seed": self.seed, "num_clips": self.num_clips}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` at the next iteration; the dataset must be the same size."""
+        if state.get("num_clips", self.num_clips) != self.num_clips:
+            raise MamaError(f"sampler state is for {state['num_clips']} clips, this dataset has {self.num_clips}; resume with the same dataset")
+        self.seed = state.get("seed", self.seed)
+        self._start = (int(state["epoch"]), int(state["position"]))
+        self.epoch, self.position = self._start

@@ -1,0 +1,77 @@
+"""`mama data verify` and `mama data synth` through `mama.cli.app.main` (exit codes, output)."""
+from __future__ import annotations
+
+import sys
+import types
+
+from mama.cli.app import main
+from tests.data.fixtures import cell_gt, write_folder_source, write_mat_dataset
+
+
+def test_verify_ped2_testing(ped2_root, capsys):
+    assert main(["data", "verify", "--dataset", "ped2", "--data-root", str(ped2_root), "--split", "testing"]) == 0
+    out = capsys.readouterr().out
+    for video, frames, abnormal, interval in [("01", 180, 120, "61-180"), ("03", 150, 142, "5-146"), ("06", 180, 159, "1-159")]:
+        assert any(f"│ {video} " in line and f" {frames} " in line and f" {abnormal} " in line and interval in line for line in out.splitlines())
+    assert "ok: 6 videos, 1020 frames, every frame decodes" in out
+
+
+def test_verify_fixture_both_splits(tmp_path, capsys):
+    write_mat_dataset(tmp_path, "avenue", [12, 9], cell_gt([[(2, 4), (7, 12)], []]), train_frames=(6,))
+    assert main(["data", "verify", "--dataset", "avenue", "--data-root", str(tmp_path), "--split", "both"]) == 0
+    out = capsys.readouterr().out
+    assert "2-4, 7-12" in out
+    assert "ok: 3 videos, 27 frames, every frame decodes" in out
+    total = next(line for line in out.splitlines() if "total" in line)
+    assert "3 videos" in total and " 27 " in total and " 9 " in total  # 3 + 6 abnormal frames
+
+
+def test_verify_folder_source(tmp_path, capsys):
+    folder, labels = write_folder_source(tmp_path)
+    assert main(["data", "verify", "--dataset", "folder", "--data-root", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "ok: 3 videos, 22 frames, every frame decodes" in out
+    cam3 = next(line for line in out.splitlines() if "cam3" in line)
+    assert "unknown" in cam3 and "?" in cam3  # the mp4 has no labels
+    cam1 = next(line for line in out.splitlines() if "cam1" in line)
+    assert f" {int(labels['cam1'].sum())} " in cam1
+
+
+def test_verify_broken_frame_is_one_error_line(tmp_path, capsys):
+    write_mat_dataset(tmp_path, "ped2", [7, 6], cell_gt([[(1, 3)], [(2, 6)]]))
+    broken = tmp_path / "ped2" / "testing" / "frames" / "02" / "3.jpg"
+    broken.write_bytes(broken.read_bytes()[:100])
+    assert main(["data", "verify", "--dataset", "ped2", "--data-root", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == (
+        f"error: {broken}: cannot decode this frame (truncated or not an image); replace it or remove it from the video"
+    )
+    assert "Traceback" not in captured.err + captured.out and "ok:" not in captured.out
+
+
+def test_verify_user_mistakes_exit_2(tmp_path, capsys):
+    write_mat_dataset(tmp_path, "ped2", [6, 6], cell_gt([[(1, 3)]]))  # GT for one video, two on disk
+    cases = [
+        (["--dataset", "ped2", "--data-root", str(tmp_path / "missing")], "missing: data root not found"),
+        (["--dataset", "ped9", "--data-root", str(tmp_path)], "unknown dataset 'ped9'; use one of ped1, ped2"),
+        (["--dataset", "ped2", "--data-root", str(tmp_path)], "'gt' lists 1 videos but the testing folder has 2"),
+    ]
+    for args, message in cases:
+        assert main(["data", "verify", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_synth_command_calls_write_dataset(tmp_path, capsys, monkeypatch):
+    """The command's wiring, with a stand-in for mama.data.synth (tested on its own)."""
+    calls = []
+
+    def write_dataset(out_root, name="synth", seed=0, size=128, **_):
+        calls.append((out_root, name, seed, size))
+        return write_mat_dataset(out_root, name, [8, 7], cell_gt([[(3, 8)], [(1, 2)]]), train_frames=(6, 6, 6), seed=seed)
+
+    monkeypatch.setitem(sys.modules, "mama.data.synth", types.SimpleNamespace(write_dataset=write_dataset))
+    assert main(["data", "synth", "--out", str(tmp_path), "--seed", "4", "--size", "32", "--name", "toy"]) == 0
+    assert calls == [(tmp_path, "toy", 4, 32)]
+    line = capsys.readouterr().out.strip()
+    assert line == f"wrote {tmp_path / 'toy'}: 3 training videos (18 frames), 2 testing videos (15 frames, 8 abnormal), 32x32, seed 4"
