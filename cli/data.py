@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -89,11 +90,16 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="random seed (same seed, same dataset)"),
     size: int = typer.Option(128, "--size", help="frame side in pixels"),
     name: str = typer.Option("synth", "--name", help="dataset folder name"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing dataset folder"),
+    train_videos: Optional[int] = typer.Option(None, "--train-videos", help="training videos (default 8)"),
+    test_videos: Optional[int] = typer.Option(None, "--test-videos", help="test videos (default 6)"),
+    frames: Optional[int] = typer.Option(None, "--frames", help="frames per video (default 120)"),
 ) -> None:
     """Write the synthetic dataset (ped2 layout plus pixel masks) and summarise it."""
-    from mama.data.synth import write_dataset  # imported here: the data group works without it
+    from mama.data.synth import write_dataset
 
-    dataset_dir = write_dataset(out, name=name, seed=seed, size=size)
+    dataset_dir = write_dataset(out, name=name, seed=seed, size=size, n_train=train_videos, n_test=test_videos,
+                                frames_per_video=frames, overwrite=overwrite)
     train = make_mat_samples(out, name, "training")
     test = make_mat_samples(out, name, "testing")
     abnormal = sum(int(v.labels.sum()) for v in test)

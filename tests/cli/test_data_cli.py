@@ -1,8 +1,6 @@
 """`mama data verify` and `mama data synth` through `mama.cli.app.main` (exit codes, output)."""
 from __future__ import annotations
 
-import sys
-import types
 
 from mama.cli.app import main
 from tests.data.fixtures import cell_gt, write_folder_source, write_mat_dataset
@@ -62,16 +60,15 @@ def test_verify_user_mistakes_exit_2(tmp_path, capsys):
         assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
-def test_synth_command_calls_write_dataset(tmp_path, capsys, monkeypatch):
-    """The command's wiring, with a stand-in for mama.data.synth (tested on its own)."""
-    calls = []
-
-    def write_dataset(out_root, name="synth", seed=0, size=128, **_):
-        calls.append((out_root, name, seed, size))
-        return write_mat_dataset(out_root, name, [8, 7], cell_gt([[(3, 8)], [(1, 2)]]), train_frames=(6, 6, 6), seed=seed)
-
-    monkeypatch.setitem(sys.modules, "mama.data.synth", types.SimpleNamespace(write_dataset=write_dataset))
-    assert main(["data", "synth", "--out", str(tmp_path), "--seed", "4", "--size", "32", "--name", "toy"]) == 0
-    assert calls == [(tmp_path, "toy", 4, 32)]
+def test_synth_command_writes_a_dataset(tmp_path, capsys):
+    args = ["data", "synth", "--out", str(tmp_path), "--seed", "4", "--size", "64", "--name", "toy",
+            "--train-videos", "1", "--test-videos", "2", "--frames", "20"]
+    assert main(args) == 0
     line = capsys.readouterr().out.strip()
-    assert line == f"wrote {tmp_path / 'toy'}: 3 training videos (18 frames), 2 testing videos (15 frames, 8 abnormal), 32x32, seed 4"
+    assert line.startswith(f"wrote {tmp_path / 'toy'}: 1 training videos (20 frames), 2 testing videos (40 frames, ")
+    assert line.endswith("abnormal), 64x64, seed 4")
+    assert main(["data", "verify", "--dataset", "toy", "--data-root", str(tmp_path)]) == 2  # unknown name
+    assert "unknown dataset" in capsys.readouterr().err.lower()
+    assert main(args) == 2  # refuses to overwrite ...
+    assert "already exists" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0  # ... unless asked
