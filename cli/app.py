@@ -15,7 +15,16 @@ app = typer.Typer(
 )
 
 # Command groups (one module each). Keep this list in the order `mama --help` shows them.
+from mama.cli import data as _data  # noqa: E402
+app.add_typer(_data.app, name="data", help="Check datasets (verify) and write the synthetic one (synth).")
+from mama.cli import weights as _weights  # noqa: E402
+app.add_typer(_weights.weights_app, name="weights", help="List, import or fetch the pretrained weight files.")
 # REGISTER-COMMANDS
+from mama.cli import demo as _demo, evaluate as _evaluate, score as _score, train as _train  # noqa: E402
+app.command("train")(_train.train)
+app.command("eval")(_evaluate.evaluate)
+app.command("score")(_score.score)
+app.command("demo")(_demo.demo)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,3 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> None:  # console_scripts entry point
     sys.exit(main())
+
+
+if __name__ == "__main__":  # `python -m mama.cli.app ...`, e.g. under torchrun
+    cli()

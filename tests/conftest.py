@@ -20,3 +20,29 @@ def ped2_root() -> Path:
     """Root holding ped2/ (the community layout), read-only."""
     assert PED2.is_dir(), f"real Ped2 data expected at {PED2} (set MAMA_SHARED to the shared/ folder)"
     return PED2.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset (3 training, 2 test videos of 24 frames at 64x64): the root
+    folder holding synth/."""
+    from mama.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth_root")
+    write_dataset(root, name="synth", seed=0, size=64, n_train=3, n_test=2, frames_per_video=24)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_synth, tmp_path_factory) -> dict[str, Path]:
+    """A trained tiny generator and destroyer: {'root', 'generator', 'destroyer'} (final.pt paths)."""
+    from mama.train.trainer import train
+
+    from tests.support import tiny_train_config
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    gen = train(tiny_train_config(tiny_synth, out / "gen", stage="generator"))
+    des = train(tiny_train_config(tiny_synth, out / "des", stage="destroyer", iters=2,
+                                  generator=str(gen / "final.pt")))
+    return {"root": tiny_synth, "generator": gen / "final.pt", "destroyer": des / "final.pt"}
+

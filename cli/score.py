@@ -1,0 +1,26 @@
+"""`mama score`: per-frame scores, alarms and events for your own video."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def score(
+    input: Path = typer.Argument(..., help="a video file, a folder of frames, or a folder of videos"),
+    checkpoint: Path = typer.Option(..., help="final.pt of a `mama train` run (it holds the calibration)"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: scores_<input name>/)"),
+    overlay: Optional[Path] = typer.Option(None, help="also write an mp4 with the score and damaged regions drawn"),
+    batch_size: int = typer.Option(16),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Score every frame (online protocol: causal, calibrated on normal training video)."""
+    from mama.evaluate.score import score_videos
+
+    out = out or Path(f"scores_{input.stem or input.name}")
+    summary = score_videos(input, checkpoint, out, overlay=overlay, device=device, batch_size=batch_size)
+    for v in summary["videos"]:
+        ev = ", ".join(f"{e['start']}-{e['end']}" for e in v["events"]) or "none"
+        typer.echo(f"{v['video']}: {v['frames']} frames, events above {summary['threshold']:.3f}: {ev}")
+    typer.echo(f"scores: {out / 'scores.csv'}, {out / 'scores.json'}" + (f"; overlay: {overlay}" if overlay else ""))

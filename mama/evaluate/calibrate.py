@@ -1,0 +1,75 @@
+"""Label-free statistics on normal video: validation during training and the calibration
+that `mama score` and the online protocol use (stream mean/std, alarm threshold)."""
+from __future__ import annotations
+
+import numpy as np
+
+from mama.data.datasets import VideoRecord, load_video_frames, video_background
+from mama.evaluate.engine import Scorer, needs_background
+from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online
+from mama.evaluate.streams import video_streams
+
+ALARM_QUANTILE = 0.995  # of online scores on normal frames: ~0.5% false alarms on normal video
+ONLINE_SIGMA = 3.0  # causal smoothing of online scores (frames)
+
+
+def effective_weights(weights: FusionWeights, streams: dict) -> FusionWeights:
+    """Zero the weight of a stream that this model does not produce (no labels, no destroyer)."""
+    return FusionWeights(
+        weights.a if "sim_motion" in streams else 0.0,
+        weights.b if "sim_label" in streams else 0.0,
+        weights.c if "sse" in streams else 0.0,
+        weights.d if "destroyer_sse" in streams else 0.0,
+    )
+
+
+def scene_background(videos: list[VideoRecord], size: int) -> np.ndarray:
+    """A fixed camera's background from its normal videos: median of per-video medians."""
+    return np.median(np.stack([video_background(load_video_frames(v, (size, size))) for v in videos]), axis=0)
+
+
+def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: FusionWeights = DEFAULT_WEIGHTS) -> dict:
+    """Stream statistics and the alarm threshold on normal videos (stored in checkpoints)."""
+    background = scene_background(videos, size) if needs_background(scorer.extractor) else None
+    streams = video_streams(scorer, videos, size, background, description="calibrating")
+    stats = StreamStats.from_streams(streams)
+    w = effective_weights(weights, streams[0])
+    fused = np.concatenate([fuse_online(s, w, stats, ONLINE_SIGMA) for s in streams])
+    calib = {
+        "stats": stats.as_dict(),
+        "weights": w.as_dict(),
+        "threshold": float(np.quantile(fused, ALARM_QUANTILE)),
+        "quantile": ALARM_QUANTILE,
+        "sigma": ONLINE_SIGMA,
+        "videos": [v.name for v in videos],
+        "frames": int(fused.size),
+        "size": size,
+    }
+    if background is not None:
+        import torch
+
+        calib["background"] = torch.from_numpy(np.ascontiguousarray(background, dtype=np.float32))
+    return calib
+
+
+def validation_psnr(scorer: Scorer, videos: list[VideoRecord], size: int, n_clips: int, stream: str = "sse") -> float:
+    """Mean PSNR of (destroyed) predictions on held-out normal frames: no test label involved."""
+    streams = video_streams(scorer, videos, size, progress=False, max_frames=max(n_clips // max(len(videos), 1), 1))
+    mse = np.concatenate([s[stream] for s in streams])
+    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-10))))
+
+
+def validation_auc(scorer: Scorer, cfg) -> float:
+    """--select-on-test only: micro AUC on the TEST set with the default weights."""
+    from pathlib import Path
+
+    from mama import metrics
+    from mama.data.datasets import make_samples
+    from mama.evaluate.fusion import fuse_offline
+
+    videos = make_samples(cfg.dataset, Path(cfg.data_root), "testing")
+    streams = video_streams(scorer, videos, cfg.size, progress=False)
+    w = effective_weights(DEFAULT_WEIGHTS, streams[0])
+    fused = [fuse_offline(s, w) for s in streams]
+    labels = [v.labels[4:] for v in videos]
+    return metrics.summarize(fused, labels)["micro_auc"]

@@ -1,0 +1,76 @@
+"""Scoring: per-frame score streams of a whole video, each frame's features computed once.
+
+For a video of T frames the generator predicts frames 4..T-1 (0-based) from the 4 before.
+Each frame's labels and each consecutive pair's flow are computed exactly once
+(FeatureExtractor.video_inputs), then clips are assembled by indexing those caches and run
+through the generator (and destroyer) in batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mama import ops
+from mama.train.losses import frame_sse
+
+CLIP_INPUTS = 4  # frames in, the fifth is predicted
+
+
+@dataclass
+class Scorer:
+    generator: nn.Module
+    extractor: object  # mama.models.providers.FeatureExtractor
+    destroyer: nn.Module | None = None
+    device: torch.device = torch.device("cpu")
+    batch_size: int = 16
+    margin: float = 0.2
+    amp: bool = False  # bf16 autocast (CUDA)
+
+    @torch.inference_mode()
+    def video_streams(self, frames: np.ndarray | torch.Tensor, background=None) -> dict[str, np.ndarray]:
+        """Streams (sim_motion, sim_label, sse[, destroyer_sse]) for targets 4..T-1 of one video."""
+        frames = torch.as_tensor(frames, dtype=torch.float32)
+        if frames.shape[0] <= CLIP_INPUTS:
+            raise ValueError(f"a video needs more than {CLIP_INPUTS} frames to be scored, got {frames.shape[0]}")
+        frames = frames.to(self.device)
+        bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
+        cache = self.extractor.video_inputs(frames, bg)
+        out: dict[str, list[np.ndarray]] = {}
+        targets = torch.arange(CLIP_INPUTS, frames.shape[0], device=self.device)
+        for chunk in targets.split(self.batch_size):
+            streams = self.clip_streams(*self.extractor.clips_from_video(cache, chunk))
+            for k, v in streams.items():
+                out.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    def clip_streams(self, x, flows, labels, target) -> dict[str, np.ndarray]:
+        """Streams for a batch of assembled clips."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            g = self.generator(x, flows, labels)
+            pred = g.pred.float()
+            streams = {"sse": frame_sse(pred, target)}
+            z4, x_z = (g.z4, g.x_z) if g.z4 is not None else (g.y4, g.x_y)
+            sim_m, sim_l = ops.bottleneck_sim(
+                g.x4.float(), g.y4.float(), g.x_y.float(), z4.float(), x_z.float(), self.margin
+            )
+            streams["sim_motion"] = sim_m
+            if g.z4 is not None:
+                streams["sim_label"] = sim_l
+            if self.destroyer is not None:
+                destroyed = self.destroyer(pred).float()
+                streams["destroyer_sse"] = frame_sse(destroyed, target)
+        return {k: v.float().cpu().numpy() for k, v in streams.items()}
+
+    @torch.inference_mode()
+    def destroyed(self, x, flows, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, destroyer output) for a batch of clips, e.g. to draw damaged regions."""
+        pred = self.generator(x, flows, labels).pred
+        return pred, (self.destroyer(pred) if self.destroyer is not None else pred)
+
+
+def needs_background(extractor) -> bool:
+    """Whether the extractor's label provider needs each video's background image."""
+    return extractor.labels is not None and extractor.labels.uses_background

@@ -1,0 +1,421 @@
+"""The two training stages (DESIGN §1, §5), single process or under torchrun (DDP).
+
+Stage 1, generator: F2LM generator + PatchGAN discriminator on clips of normal video.
+  G loss = intensity + gradient + 0.05 * LSGAN adversarial + sim_motion + sim_label.
+Stage 2, destroyer: U-Net over the frozen generator's predictions with synthetic patch
+  damage, trained with the patch-destroy loss.
+Both: AdamW, progress bar, TensorBoard + JSON-lines log, atomic checkpoints (latest, best,
+final; periodic), exact resume (models, optimisers, step, RNG, sampler position), a clean
+stop on SIGINT/SIGTERM, a NaN/inf loss stops the run keeping the last good checkpoint, and
+at the end a calibration of the score streams on normal videos for `mama score`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from mama import ops
+from mama.config import TrainConfig
+from mama.data.datasets import ClipDataset, ClipSampler, make_samples
+from mama.errors import MamaError
+from mama.evaluate.calibrate import calibrate, validation_auc, validation_psnr
+from mama.evaluate.engine import Scorer, needs_background
+from mama.models.build import build_extractor, build_models_from_checkpoint, build_stage_models
+from mama.train import losses
+from mama.train.runtime import (
+    RunLog,
+    Runtime,
+    StopRequest,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    setup_runtime,
+    teardown_runtime,
+)
+
+CHECKPOINT_FORMAT = "mama-run-1"
+
+
+class RankShard(torch.utils.data.Sampler):
+    """The shared endless clip order, split across DDP ranks (rank r takes every world-th)."""
+
+    def __init__(self, sampler: ClipSampler, rank: int, world: int):
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __iter__(self):
+        for i, idx in enumerate(self.sampler):
+            if i % self.world == self.rank:
+                yield idx
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    m = m.module if isinstance(m, DDP) else m
+    return getattr(m, "_orig_mod", m)
+
+
+class Trainer:
+    """Shared machinery of both stages; subclasses define models, one step and validation."""
+
+    stage = ""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg.resolved()
+        self.rt: Runtime = setup_runtime(self.cfg.device)
+        self.run_dir = Path(self.cfg.out)
+        self.step = 0
+        self.best: float | None = None
+        self.log = RunLog(self.run_dir, enabled=self.rt.is_main)
+
+    # ------------------------------------------------------------------ data
+    def _data(self):
+        c = self.cfg
+        videos = make_samples(c.dataset, Path(c.data_root), "training")
+        # The last training video is held out for validation (PSNR on normal frames) and
+        # calibration, unless there are too few videos to spare one.
+        self.val_videos = videos[-1:] if len(videos) >= 3 else videos[:1]
+        self.train_videos = videos[:-1] if len(videos) >= 3 else videos
+        self.dataset = ClipDataset(
+            self.train_videos, size=(c.size, c.size), with_background=needs_background(self.extractor)
+        )
+        self.sampler = ClipSampler(self.dataset, seed=c.seed)
+        sampler = RankShard(self.sampler, self.rt.rank, self.rt.world_size) if self.rt.distributed else self.sampler
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=c.batch_size,
+            sampler=sampler,
+            num_workers=c.num_workers,
+            pin_memory=self.rt.device.type == "cuda",
+            persistent_workers=c.num_workers > 0,
+            prefetch_factor=4 if c.num_workers > 0 else None,
+            drop_last=True,
+        )
+
+    def _batch_inputs(self, batch):
+        dev = self.rt.device
+        clip = batch["clip"].to(dev, non_blocking=True)
+        bg = batch["background"].to(dev, non_blocking=True) if "background" in batch else None
+        with torch.no_grad():
+            return self.extractor.clip_inputs(clip, bg)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        raise NotImplementedError
+
+    def load_state(self, payload: dict) -> None:
+        raise NotImplementedError
+
+    def _payload(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "stage": self.stage,
+            "config": self.cfg.to_dict(),
+            "model": self.model_meta,
+            "step": self.step,
+            "best": self.best,
+            "rng": rng_state(),
+            **self.state(),
+        }
+
+    def save(self, name: str, extra: dict | None = None) -> Path | None:
+        if not self.rt.is_main:
+            return None
+        payload = self._payload()
+        if extra:
+            payload.update(extra)
+        return save_checkpoint(self.run_dir / f"{name}.pt", payload)
+
+    def _resume(self) -> None:
+        c = self.cfg
+        path = Path(c.resume) if c.resume != "latest" else self.run_dir / "latest.pt"
+        payload = load_checkpoint(path)
+        if payload.get("format") != CHECKPOINT_FORMAT or payload.get("stage") != self.stage:
+            raise MamaError(
+                f"cannot resume the {self.stage} stage from {path}: it is a "
+                f"{payload.get('stage', 'reference-code')} checkpoint; give a {self.stage} run's latest.pt"
+            )
+        self.load_state(payload)
+        self.step = int(payload["step"])
+        self.best = payload.get("best")
+        set_rng_state(payload["rng"])
+        # The clip order is a pure function of (seed, clips consumed): skip what was used.
+        consumed = self.step * c.batch_size * self.rt.world_size
+        self.sampler.load_state_dict(self.sampler.state_dict(consumed=consumed))
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> Path:
+        c = self.cfg
+        seed_everything(c.seed + self.rt.rank)
+        self.build()
+        self._data()
+        if c.resume:
+            self._resume()
+        if self.rt.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            c.save(self.run_dir / f"config_{self.stage}.json")
+            if c.select_on_test:
+                print("NOTE: --select-on-test: validation and the 'best' checkpoint use TEST labels.")
+        self.wrap_ddp()
+        it = iter(self.loader)
+        stopped = None
+        t0, steps0 = time.time(), self.step
+        columns = (TextColumn(f"[bold]{self.stage}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]:.2f} it/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"))
+        with StopRequest() as stop, Progress(*columns, disable=not self.rt.is_main, transient=False) as bar:
+            task = bar.add_task(self.stage, total=c.iters, completed=self.step, rate=0.0, info="")
+            while self.step < c.iters:
+                scalars = self.train_step(next(it))
+                bad = [k for k, v in scalars.items() if not math.isfinite(v)]
+                if bad:
+                    self.log.close()
+                    raise MamaError(
+                        f"{', '.join(bad)} became {scalars[bad[0]]} at step {self.step + 1}; the run stopped and "
+                        f"{self.run_dir / 'latest.pt'} (step {self._last_saved}) is the last good checkpoint; "
+                        "lower the learning rate or check the input data"
+                    )
+                self.step += 1
+                rate = (self.step - steps0) / max(time.time() - t0, 1e-9)
+                bar.update(task, completed=self.step, rate=rate,
+                           info=" ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in list(scalars.items())[:3]))
+                if self.step % 10 == 0 or self.step in (1, c.iters):
+                    self.log.scalars(self.step, {**scalars, "speed/it_per_s": rate})
+                if self.step % c.val_interval == 0 or self.step == c.iters:
+                    self._validate()
+                if self.step % c.save_interval == 0:
+                    self._save_latest()
+                if stop.requested:
+                    stopped = stop.requested
+                    break
+        self._save_latest()
+        if stopped:
+            if self.rt.is_main:
+                print(f"{stopped}: saved {self.run_dir / 'latest.pt'} at step {self.step}; resume with --resume latest")
+        else:
+            self.finish()
+        self.log.close()
+        teardown_runtime(self.rt)
+        return self.run_dir
+
+    _last_saved = 0
+
+    def _save_latest(self) -> None:
+        self.save("latest")
+        self._last_saved = self.step
+
+    def _validate(self) -> None:
+        if not self.rt.is_main:
+            return
+        value, name, higher_is_better = self.validate()
+        self.log.scalars(self.step, {f"val/{name}": value})
+        better = self.best is None or (value > self.best if higher_is_better else value < self.best)
+        if better:
+            self.best = value
+            self.save("best")
+
+    def finish(self) -> None:
+        """Calibrate the score streams on normal videos, write the final checkpoint."""
+        if not self.rt.is_main:
+            return
+        scorer = self.scorer()
+        calib = calibrate(scorer, self.val_videos + self.train_videos[: max(self.cfg.calibrate_videos - 1, 0)],
+                          size=self.cfg.size)
+        self.calibration = calib
+        self.save("final", {"calibration": calib})
+        # best/latest get the calibration too, so any of them can be used with `mama score`.
+        for name in ("best", "latest"):
+            p = self.run_dir / f"{name}.pt"
+            if p.exists():
+                payload = torch.load(p, map_location="cpu", weights_only=True)
+                payload["calibration"] = calib
+                save_checkpoint(p, payload)
+
+    # ------------------------------------------------------------------ per stage
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def wrap_ddp(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self, batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def validate(self) -> tuple[float, str, bool]:
+        raise NotImplementedError
+
+    def scorer(self) -> Scorer:
+        raise NotImplementedError
+
+    def _maybe_compile(self, m: nn.Module) -> nn.Module:
+        return torch.compile(m) if self.cfg.compile and self.rt.device.type == "cuda" else m
+
+    def _ddp(self, m: nn.Module) -> nn.Module:
+        if not self.rt.distributed:
+            return m
+        ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
+        return DDP(m, device_ids=ids)
+
+
+class GeneratorTrainer(Trainer):
+    stage = "generator"
+
+    def build(self) -> None:
+        c = self.cfg
+        self.extractor = build_extractor(c.motion, c.labels, self.rt.device, c.motion_weights, c.label_weights)
+        self.net_g, self.net_d, self.model_meta = build_stage_models(c, self.extractor, with_discriminator=True)
+        self.net_g.to(self.rt.device)
+        self.net_d.to(self.rt.device)
+        self.opt_g = torch.optim.AdamW(self.net_g.parameters(), lr=c.lr_g, weight_decay=c.weight_decay, foreach=True)
+        self.opt_d = torch.optim.AdamW(self.net_d.parameters(), lr=c.lr_d, weight_decay=c.weight_decay, foreach=True)
+
+    def wrap_ddp(self) -> None:
+        self.g = self._ddp(self._maybe_compile(self.net_g))
+        self.d = self._ddp(self._maybe_compile(self.net_d))
+
+    def state(self) -> dict:
+        return {"net_g": self.net_g.state_dict(), "net_d": self.net_d.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load_state(self, p: dict) -> None:
+        self.net_g.load_state_dict(p["net_g"])
+        self.net_d.load_state_dict(p["net_d"])
+        self.opt_g.load_state_dict(p["opt_g"])
+        self.opt_d.load_state_dict(p["opt_d"])
+
+    def train_step(self, batch) -> dict[str, float]:
+        c = self.cfg
+        x, flows, labels, target = self._batch_inputs(batch)
+        self.net_g.train()
+        self.net_d.train()
+        with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=bool(c.amp) and self.rt.device.type == "cuda"):
+            out = self.g(x, flows, labels)
+            pred = out.pred.float()
+            # Discriminator step on the detached prediction; real and fake in one forward.
+            d_out = self.d(torch.cat([target, pred.detach()])).float()
+            d_loss = losses.discriminator_loss(*d_out.chunk(2))
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=bool(c.amp) and self.rt.device.type == "cuda"):
+            inte = losses.intensity_loss(pred, target)
+            grad = losses.gradient_loss(pred, target)
+            adv = losses.generator_adversarial_loss(self.d(pred).float())
+            z4, x_z = (out.z4, out.x_z) if out.z4 is not None else (out.y4, out.x_y)
+            sim_m, sim_l = ops.bottleneck_sim(out.x4.float(), out.y4.float(), out.x_y.float(),
+                                              z4.float(), x_z.float(), 0.2)
+            sim = sim_m.mean() + (sim_l.mean() if out.z4 is not None else 0.0)
+            g_loss = inte + grad + c.adv_weight * adv + c.sim_weight * sim
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        with torch.no_grad():
+            psnr = losses.psnr(pred, target).mean()
+        g_loss, inte, grad, adv, sim_m, sim_l, d_loss = (
+            t.detach() for t in (g_loss, inte, grad, adv, sim_m, sim_l, d_loss))
+        return {
+            "loss/g_total": float(g_loss), "loss/intensity": float(inte), "loss/gradient": float(grad),
+            "loss/adversarial": float(adv), "loss/sim_motion": float(sim_m.mean()),
+            "loss/sim_label": float(sim_l.mean()) if out.z4 is not None else 0.0,
+            "loss/d": float(d_loss), "train/psnr": float(psnr),
+            "lr/g": self.opt_g.param_groups[0]["lr"], "lr/d": self.opt_d.param_groups[0]["lr"],
+        }
+
+    def scorer(self) -> Scorer:
+        return Scorer(_unwrap(self.net_g).eval(), self.extractor, None, self.rt.device, amp=False)
+
+    def validate(self) -> tuple[float, str, bool]:
+        scorer = self.scorer()
+        try:
+            if self.cfg.select_on_test:
+                return validation_auc(scorer, self.cfg), "test_auc_SELECTED_ON_TEST", True
+            return validation_psnr(scorer, self.val_videos, self.cfg.size, self.cfg.val_clips), "psnr_heldout", True
+        finally:
+            self.net_g.train()
+
+
+class DestroyerTrainer(Trainer):
+    stage = "destroyer"
+
+    def build(self) -> None:
+        c = self.cfg
+        if not c.generator:
+            raise MamaError("the destroyer stage needs --generator CKPT (a trained generator's final.pt or best.pt)")
+        gen_payload = load_checkpoint(c.generator)
+        self.net_g, _, meta = build_models_from_checkpoint(gen_payload, c.generator, need_destroyer=False)
+        # The generator's own providers, so its inputs mean what they meant in training.
+        motion, labels = meta["motion"], meta["labels"]
+        self.extractor = build_extractor(motion, labels, self.rt.device, c.motion_weights, c.label_weights)
+        self.net_g.to(self.rt.device).eval().requires_grad_(False)
+        from mama.models.destroyer import Destroyer
+
+        self.net_a = Destroyer(base=meta.get("base", c.base)).to(self.rt.device)
+        self.model_meta = {**meta, "destroyer_base": meta.get("base", c.base)}
+        self.cfg.motion, self.cfg.labels = motion, labels
+        self.opt_a = torch.optim.AdamW(self.net_a.parameters(), lr=c.lr_g, weight_decay=c.weight_decay, foreach=True)
+        self.noise_gen = torch.Generator().manual_seed(c.seed)
+
+    def wrap_ddp(self) -> None:
+        self.g = self._maybe_compile(self.net_g)
+        self.a = self._ddp(self._maybe_compile(self.net_a))
+
+    def state(self) -> dict:
+        return {"net_g": self.net_g.state_dict(), "net_a": self.net_a.state_dict(),
+                "opt_a": self.opt_a.state_dict(), "noise_rng": self.noise_gen.get_state()}
+
+    def load_state(self, p: dict) -> None:
+        self.net_a.load_state_dict(p["net_a"])
+        self.opt_a.load_state_dict(p["opt_a"])
+        self.noise_gen.set_state(p["noise_rng"])
+
+    def damage(self, pred: torch.Tensor) -> torch.Tensor:
+        """The paper's damage: channel dropout (p in [0.05, 0.5]) on a random set of patches."""
+        c = self.cfg
+        grid = (pred.shape[-2] // c.patch, pred.shape[-1] // c.patch)
+        mask = ops.random_patch_mask(grid, (0.05, 0.5), generator=self.noise_gen)
+        p = float(torch.empty(()).uniform_(0.05, 0.5, generator=self.noise_gen))
+        return ops.patch_noise(pred, mask.to(pred.device), kind="dropout", p=p, generator=self.noise_gen)
+
+    def train_step(self, batch) -> dict[str, float]:
+        c = self.cfg
+        x, flows, labels, target = self._batch_inputs(batch)
+        self.net_a.train()
+        with torch.no_grad():
+            pred = self.g(x, flows, labels).pred.float()
+        damaged = self.damage(pred)
+        with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=bool(c.amp) and self.rt.device.type == "cuda"):
+            out = self.a(damaged).float()
+        bg = torch.full_like(pred, -1.0)  # the reference's background: a black image
+        loss = ops.patch_destroy_loss(damaged, damaged, target, out, bg, c.patch, c.ld)
+        self.opt_a.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_a.step()
+        return {"loss/destroy": float(loss.detach()), "lr/a": self.opt_a.param_groups[0]["lr"]}
+
+    def scorer(self) -> Scorer:
+        return Scorer(self.net_g, self.extractor, _unwrap(self.net_a).eval(), self.rt.device, amp=False)
+
+    def validate(self) -> tuple[float, str, bool]:
+        scorer = self.scorer()
+        try:
+            if self.cfg.select_on_test:
+                return validation_auc(scorer, self.cfg), "test_auc_SELECTED_ON_TEST", True
+            # Held-out normal frames: the destroyer should leave good predictions intact.
+            return validation_psnr(scorer, self.val_videos, self.cfg.size, self.cfg.val_clips,
+                                   stream="destroyer_sse"), "psnr_destroyed_heldout", True
+        finally:
+            self.net_a.train()
+
+
+def train(cfg: TrainConfig) -> Path:
+    trainer = {"generator": GeneratorTrainer, "destroyer": DestroyerTrainer}.get(cfg.stage)
+    if trainer is None:
+        raise MamaError(f"unknown --stage {cfg.stage!r}; use generator or destroyer")
+    return trainer(cfg).run()

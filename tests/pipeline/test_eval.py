@@ -1,0 +1,149 @@
+"""`mama eval` and `mama score` end to end on the tiny trained run: metrics, files, errors."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from mama import metrics
+from mama.cli.app import main
+from mama.data.datasets import make_samples
+from mama.evaluate.fusion import DEFAULT_WEIGHTS, fuse_offline
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    rc = main(["eval", "--checkpoint", str(tiny_run["destroyer"]), "--dataset", "synth",
+               "--data-root", str(tiny_run["root"]), "--out", str(out), "--oracle", "--device", "cpu"])
+    assert rc == 0
+    return out
+
+
+def test_eval_table_rows_and_label_use(evaluated):
+    result = json.loads((evaluated / "metrics.json").read_text())
+    rows = result["rows"]
+    combos = {(r["protocol"], r["model"]) for r in rows}
+    for p in ("paper", "clean", "online"):
+        for m in ("generator", "generator+destroyer"):
+            assert (p, m) in combos
+    oracle = [r for r in rows if "oracle" in r["weights_from"]]
+    assert oracle and all(r["test_labels_used"] for r in oracle)
+    assert all(not r["test_labels_used"] for r in rows if r["protocol"] == "clean")
+    assert not result["headline"]["test_labels_used"]
+    for r in rows:
+        assert 0.0 <= r["micro_auc"] <= 1.0 and 0.0 <= r["eer"] <= 1.0
+    assert {r["smoothing"] for r in rows if r["protocol"] == "paper"} == {0.0, 10.0}
+
+
+def test_scores_csv_matches_metrics(evaluated, tiny_run):
+    result = json.loads((evaluated / "metrics.json").read_text())
+    with open(evaluated / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    videos = make_samples("synth", tiny_run["root"], "testing")
+    assert len(rows) == sum(v.num_frames - 4 for v in videos)
+    assert list(rows[0]) == ["video", "frame", "sim_motion", "sim_label", "sse", "destroyer_sse", "score", "label"]
+    assert rows[0]["frame"] == "4" and rows[0]["video"] == videos[0].name
+    labels = np.array([int(r["label"]) for r in rows])
+    np.testing.assert_array_equal(labels, np.concatenate([v.labels[4:] for v in videos]))
+    # The headline's AUC is recomputed from the written scores, and the streams fuse back to them.
+    scores = np.array([float(r["score"]) for r in rows])
+    assert metrics.micro_auc(scores, labels) == pytest.approx(result["headline"]["micro_auc"], abs=1e-4)
+    first = [r for r in rows if r["video"] == videos[0].name]
+    streams = {k: np.array([float(r[k]) for r in first]) for k in ("sim_motion", "sim_label", "sse", "destroyer_sse")}
+    if result["headline"]["protocol"] == "clean" and result["headline"]["smoothing"] == 0:
+        np.testing.assert_allclose(fuse_offline(streams, DEFAULT_WEIGHTS), [float(r["score"]) for r in first], atol=1e-4)
+
+
+def test_report_html_shows_everything(evaluated):
+    page = (evaluated / "report.html").read_text()
+    for needle in ("<table>", "roc.png", "curves.png", "scores.csv", "oracle (tuned on test labels)", "Headline"):
+        assert needle in page
+    for png in ("roc.png", "curves.png"):
+        img = cv2.imread(str(evaluated / png))
+        assert img is not None and img.shape[0] > 100
+
+
+def test_eval_errors(tiny_run, tmp_path, capsys):
+    rc = main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--dataset", "synth",
+               "--data-root", str(tiny_run["root"])])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.pt does not exist" in err and "Traceback" not in err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    rc = main(["eval", "--checkpoint", str(tmp_path / "junk.pt"), "--dataset", "synth", "--data-root", str(tiny_run["root"])])
+    assert rc == 2 and "could not be read" in capsys.readouterr().err
+    # A dataset without test labels: copy the frames, drop the .mat.
+    root = tmp_path / "nolabels"
+    shutil.copytree(tiny_run["root"] / "synth", root / "synth")
+    (root / "synth" / "synth.mat").unlink()
+    rc = main(["eval", "--checkpoint", str(tiny_run["generator"]), "--dataset", "synth", "--data-root", str(root),
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "synth.mat" in err
+    rc = main(["eval", "--checkpoint", str(tiny_run["generator"]), "--dataset", "synth",
+               "--data-root", str(tiny_run["root"]), "--weights", "1,2"])
+    assert rc == 2 and "3 or 4 comma-separated" in capsys.readouterr().err
+
+
+def _write_video(path, frames):
+    h, w = frames.shape[-2:]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
+    for f in frames:
+        vw.write(((f.transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8))
+    vw.release()
+
+
+def test_score_a_video_file_with_overlay(tiny_run, tmp_path, capsys):
+    from mama.data.datasets import load_video_frames
+
+    video = make_samples("synth", tiny_run["root"], "testing")[0]
+    frames = load_video_frames(video, (64, 64))
+    _write_video(tmp_path / "cam.mp4", frames)
+    out = tmp_path / "scores"
+    rc = main(["score", str(tmp_path / "cam.mp4"), "--checkpoint", str(tiny_run["destroyer"]),
+               "--out", str(out), "--overlay", str(tmp_path / "overlay.mp4"), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "scores.json").read_text())
+    v = summary["videos"][0]
+    assert summary["protocol"] == "online" and v["frames"] == len(frames) and len(v["scores"]) == len(frames) - 4
+    for e in v["events"]:
+        assert 4 <= e["start"] <= e["end"] < len(frames) and e["peak"] > summary["threshold"]
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(frames) - 4 and {"score", "alarm", "destroyer_sse"} <= set(rows[0])
+    assert all(int(r["alarm"]) == (float(r["score"]) > summary["threshold"]) for r in rows)
+    assert (out / "scores_cam.png").is_file()
+    cap = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames) - 4
+    cap.release()
+
+
+def test_score_is_causal(tiny_run, tmp_path):
+    """Scores of the first frames do not change when later frames change (online protocol)."""
+    from mama.data.datasets import load_video_frames
+    from mama.evaluate.score import score_videos
+
+    video = make_samples("synth", tiny_run["root"], "testing")[0]
+    frames = load_video_frames(video, (64, 64))
+    for name, fr in (("a", frames), ("b", np.concatenate([frames[:14], -frames[14:]]))):
+        d = tmp_path / name / "frames"
+        d.mkdir(parents=True)
+        for i, f in enumerate(fr):
+            cv2.imwrite(str(d / f"{i:03d}.png"), ((f.transpose(1, 2, 0) + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
+    a = score_videos(tmp_path / "a" / "frames", tiny_run["generator"], tmp_path / "sa")["videos"][0]["scores"]
+    b = score_videos(tmp_path / "b" / "frames", tiny_run["generator"], tmp_path / "sb")["videos"][0]["scores"]
+    assert a[:10] == b[:10] and a[12:] != b[12:]
+
+
+def test_score_errors(tiny_run, tmp_path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    rc = main(["score", str(bad), "--checkpoint", str(tiny_run["generator"]), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "broken.mp4" in err and "Traceback" not in err
+    rc = main(["score", str(tmp_path / "nothing"), "--checkpoint", str(tiny_run["generator"])])
+    assert rc == 2 and "nothing" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""Training: a few real steps of both stages, exact resume, clean stops, NaN handling, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mama.errors import MamaError
+from mama.train import trainer as trainer_mod
+from mama.train.runtime import load_checkpoint
+from tests.support import tiny_train_config
+
+
+def _weights(path: Path, key: str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)[key]
+
+
+def test_generator_run_writes_its_files(tiny_run):
+    run = tiny_run["generator"].parent
+    for name in ("final.pt", "best.pt", "latest.pt", "log.jsonl", "config_generator.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"loss/g_total", "loss/sim_motion", "loss/sim_label", "train/psnr"} <= set(records[0])
+    assert [r["step"] for r in records if "loss/g_total" in r] == [1, 4]
+    assert any("val/psnr_heldout" in r for r in records)
+    payload = load_checkpoint(run / "final.pt")
+    assert payload["step"] == 4 and payload["stage"] == "generator"
+    assert payload["model"]["labels"] == "foreground" and payload["model"]["label_channels"] == 4
+    calib = payload["calibration"]
+    assert set(calib["stats"]["mean"]) == {"sim_motion", "sim_label", "sse"}
+    assert calib["threshold"] == calib["threshold"] and calib["background"].shape == (3, 32, 32)
+
+
+def test_training_changes_the_weights(tiny_run, tiny_synth, tmp_path):
+    fresh = trainer_mod.GeneratorTrainer(tiny_train_config(tiny_synth, tmp_path / "x"))
+    fresh.build()
+    trained = _weights(tiny_run["generator"], "net_g")
+    changed = [k for k, v in fresh.net_g.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, trained[k])]
+    assert len(changed) > 0.9 * len(trained) * 0.5  # most parameters and BN statistics moved
+
+
+@pytest.mark.parametrize("stage", ["generator", "destroyer"])
+def test_resume_gives_the_same_weights(stage, tiny_run, tiny_synth, tmp_path):
+    kw = {"stage": stage}
+    key = "net_g" if stage == "generator" else "net_a"
+    if stage == "destroyer":
+        kw["generator"] = str(tiny_run["generator"])
+    straight = trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "straight", iters=4, **kw))
+    trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "halves", iters=2, **kw))
+    halves = trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "halves", iters=4, resume="latest", **kw))
+    a, b = _weights(straight / "final.pt", key), _weights(halves / "final.pt", key)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{stage} {k} differs after resume")
+
+
+def test_resume_refuses_the_other_stage(tiny_run, tiny_synth, tmp_path):
+    cfg = tiny_train_config(tiny_synth, tmp_path / "r", stage="destroyer", generator=str(tiny_run["generator"]),
+                            resume=str(tiny_run["generator"]))
+    with pytest.raises(MamaError, match="cannot resume the destroyer stage from .*final.pt: it is a generator"):
+        trainer_mod.train(cfg)
+
+
+def test_destroyer_needs_a_generator(tiny_synth, tmp_path):
+    with pytest.raises(MamaError, match="needs --generator"):
+        trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "d", stage="destroyer"))
+    with pytest.raises(MamaError, match="does not exist"):
+        trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "d", stage="destroyer",
+                                            generator=str(tmp_path / "nope.pt")))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_synth, tmp_path, monkeypatch):
+    real = trainer_mod.GeneratorTrainer.train_step
+
+    def poisoned(self, batch):
+        out = real(self, batch)
+        if self.step == 2:  # the third step
+            out["loss/g_total"] = float("nan")
+        return out
+
+    monkeypatch.setattr(trainer_mod.GeneratorTrainer, "train_step", poisoned)
+    with pytest.raises(MamaError, match=r"loss/g_total became nan at step 3; .*latest.pt \(step 2\)"):
+        trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "nan", save_interval=2))
+    assert load_checkpoint(tmp_path / "nan" / "latest.pt")["step"] == 2
+    assert not (tmp_path / "nan" / "final.pt").exists()
+
+
+def test_sigterm_saves_and_exits_cleanly(tiny_synth, tmp_path, monkeypatch, capsys):
+    real = trainer_mod.GeneratorTrainer.train_step
+
+    def interrupted(self, batch):
+        out = real(self, batch)
+        if self.step == 0:
+            signal.raise_signal(signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(trainer_mod.GeneratorTrainer, "train_step", interrupted)
+    run = trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "stop", iters=10, save_interval=100))
+    assert load_checkpoint(run / "latest.pt")["step"] == 1
+    assert not (run / "final.pt").exists()
+    assert "SIGTERM: saved" in capsys.readouterr().out
+
+
+DDP_SCRIPT = r"""
+import hashlib, os, sys, torch
+sys.path.insert(0, {repo!r})
+from tests.support import tiny_train_config
+from mama.train.trainer import GeneratorTrainer
+from pathlib import Path
+t = GeneratorTrainer(tiny_train_config(Path({root!r}), Path({out!r}), iters=3, val_interval=100, save_interval=100))
+grads = []
+real = t.train_step
+def step(batch):
+    r = real(batch)
+    g = torch.cat([p.grad.flatten() for p in t.net_g.parameters() if p.grad is not None])
+    grads.append(g.clone())
+    return r
+t.train_step = step
+t.run()
+h = hashlib.sha256(torch.cat([p.detach().flatten() for p in t.net_g.parameters()]).numpy().tobytes()).hexdigest()
+torch.save({{"grads": grads, "hash": h, "step": t.step}}, Path({out!r}).parent / f"rank{{os.environ['RANK']}}.pt")
+"""
+
+
+def test_ddp_two_cpu_processes(tiny_synth, tmp_path):
+    repo = str(Path(__file__).resolve().parents[2])
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(repo=repo, root=str(tiny_synth), out=str(tmp_path / "run")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in (0, 1))
+    assert r0["step"] == r1["step"] == 3
+    for g0, g1 in zip(r0["grads"], r1["grads"]):
+        torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-7)  # all-reduced: the same on both ranks
+    assert r0["hash"] == r1["hash"]
+    # Only rank 0 writes the run's files.
+    run = tmp_path / "run"
+    assert (run / "final.pt").is_file() and (run / "log.jsonl").is_file()
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss/g_total" in r] == [1, 3]  # one writer, not two
