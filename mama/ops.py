@@ -82,14 +82,372 @@ def _register_triton(op: str, module: str, impls: dict[str, str]) -> None:
 # =============================== correlation ===============================
 # SECTION correlation: fake impls, autograd, triton registration, public function.
 
+
+@torch.library.register_fake("mama::correlation")
+def _correlation_fake(a, b, pad, kernel_size, max_disp, stride1, stride2, negative_slope):
+    grid = 2 * (max_disp // stride2) + 1
+    out_h, out_w = (
+        reference._correlation_out_size(n, pad, kernel_size, max_disp, stride1)
+        for n in a.shape[-2:]
+    )
+    return a.new_empty((a.shape[0], grid * grid, out_h, out_w))
+
+
+@torch.library.register_fake("mama::_correlation_backward")
+def _correlation_backward_fake(grad_out, a, b, out, pad, kernel_size, max_disp, stride1,
+                               stride2, negative_slope):
+    return torch.empty_like(a), torch.empty_like(b)
+
+
+def _correlation_setup_context(ctx, inputs, output):
+    a, b, *params = inputs
+    ctx.params = params  # pad, kernel_size, max_disp, stride1, stride2, negative_slope
+    ctx.save_for_backward(a, b, output)  # the output carries the LeakyReLU mask
+
+
+def _correlation_autograd(ctx, grad_out):
+    a, b, out = ctx.saved_tensors
+    grad_a, grad_b = torch.ops.mama._correlation_backward(
+        grad_out.contiguous(), a, b, out, *ctx.params
+    )
+    return grad_a, grad_b, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "mama::correlation", _correlation_autograd, setup_context=_correlation_setup_context
+)
+_register_triton(
+    "correlation",
+    "correlation",
+    {"correlation": "correlation_forward", "_correlation_backward": "correlation_backward"},
+)
+
+
+def correlation(a: Tensor, b: Tensor, pad: int = 20, kernel_size: int = 1, max_disp: int = 20,
+                stride1: int = 1, stride2: int = 2, negative_slope: float = 1.0) -> Tensor:
+    """FlowNetC correlation (cost volume) of two (B, C, H, W) feature maps.
+
+    Output channel dyi * grid + dxi (grid = 2 * (max_disp // stride2) + 1) holds, for the
+    displacement (dy, dx) = ((dyi - R) * stride2, (dxi - R) * stride2), R = max_disp // stride2,
+    the sum over channels and over a kernel_size x kernel_size window of a(x) * b(x + d) on the
+    inputs zero-padded by `pad`, divided by kernel_size**2 * C. The output is
+    (B, grid**2, ceil((H + 2*pad - 2*border) / stride1), same for W), border =
+    max_disp + (kernel_size - 1) // 2. `negative_slope` != 1 fuses LeakyReLU(negative_slope)
+    (FlowNetC uses 0.1). The defaults are FlowNetC's (441 channels, same H and W).
+    Differentiable in a and b.
+    """
+    return torch.ops.mama.correlation(a, b, pad, kernel_size, max_disp, stride1, stride2,
+                                      float(negative_slope))
+
+
 # =============================== warp, warp_residual ===============================
 # SECTION warp: fake impls, autograd, triton registration, public functions.
+
+
+@torch.library.register_fake("mama::warp")
+def _warp_fake(img: Tensor, flow: Tensor) -> Tensor:
+    return img.new_empty(img.shape)
+
+
+@torch.library.register_fake("mama::_warp_backward")
+def _warp_backward_fake(grad_out: Tensor, img: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    return img.new_empty(img.shape), flow.new_empty(flow.shape)
+
+
+@torch.library.register_fake("mama::warp_residual")
+def _warp_residual_fake(img0: Tensor, img1: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    batch, _, height, width = img1.shape
+    return img1.new_empty(img1.shape), img1.new_empty((batch, 1, height, width))
+
+
+@torch.library.register_fake("mama::_warp_residual_backward")
+def _warp_residual_backward_fake(
+    grad_warped: Tensor, grad_norm: Tensor, img0: Tensor, img1: Tensor, flow: Tensor,
+    warped: Tensor, norm: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    return img0.new_empty(img0.shape), img1.new_empty(img1.shape), flow.new_empty(flow.shape)
+
+
+def _warp_setup_context(ctx, inputs, output) -> None:
+    img, flow = inputs
+    ctx.save_for_backward(img, flow)
+
+
+def _warp_autograd_backward(ctx, grad_out):
+    img, flow = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(img)
+    return torch.ops.mama._warp_backward(grad_out, img, flow)
+
+
+def _warp_residual_setup_context(ctx, inputs, output) -> None:
+    img0, img1, flow = inputs
+    warped, norm = output
+    ctx.save_for_backward(img0, img1, flow, warped, norm)
+
+
+def _warp_residual_autograd_backward(ctx, grad_warped, grad_norm):
+    img0, img1, flow, warped, norm = ctx.saved_tensors
+    # An output that did not reach the loss has no gradient: the kernel takes zeros for it.
+    if grad_warped is None:
+        grad_warped = torch.zeros_like(warped)
+    if grad_norm is None:
+        grad_norm = torch.zeros_like(norm)
+    return torch.ops.mama._warp_residual_backward(
+        grad_warped, grad_norm, img0, img1, flow, warped, norm
+    )
+
+
+torch.library.register_autograd(
+    "mama::warp", _warp_autograd_backward, setup_context=_warp_setup_context
+)
+torch.library.register_autograd(
+    "mama::warp_residual", _warp_residual_autograd_backward,
+    setup_context=_warp_residual_setup_context,
+)
+_register_triton(
+    "warp",
+    "warp",
+    {
+        "warp": "warp_forward",
+        "_warp_backward": "warp_backward",
+        "warp_residual": "warp_residual_forward",
+        "_warp_residual_backward": "warp_residual_backward",
+    },
+)
+
+
+def warp(img: Tensor, flow: Tensor) -> Tensor:
+    """Bilinear backward warp of `img` (B, C, H, W) by `flow` (B, 2, H, W), in pixels.
+
+    out[b, c, y, x] samples img[b, c] at (x + flow[b, 0, y, x], y + flow[b, 1, y, x]), with
+    FlowNet2 Resample2d semantics: the bilinear weights come from the unclamped position and
+    each neighbour index is clamped to the image, so points outside it sample the border.
+    Differentiable in img and flow.
+    """
+    return torch.ops.mama.warp(img, flow)
+
+
+def warp_residual(img0: Tensor, img1: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    """Warp img1 by flow and measure how far it lands from img0, in one pass.
+
+    Returns (warped, norm): warped = warp(img1, flow) (B, C, H, W) and norm (B, 1, H, W), the
+    L2 norm over channels of img0 - warped (FlowNet2's Resample2d + ChannelNorm). The norm's
+    gradient is 0 where the norm is 0. Differentiable in img0, img1 and flow.
+    """
+    return torch.ops.mama.warp_residual(img0, img1, flow)
 
 # =============================== bottleneck_sim ===============================
 # SECTION bottleneck_sim: fake impls, autograd, triton registration, public function.
 
+
+@torch.library.register_fake("mama::bottleneck_sim")
+def _bottleneck_sim_fake(x4, y4, x_y, z4, x_z, margin):
+    for t in (y4, x_y, z4, x_z):
+        torch._check(t.shape == x4.shape, lambda: "bottleneck_sim: all five features must share x4's shape")
+    return x4.new_empty(x4.shape[0]), x4.new_empty(x4.shape[0])
+
+
+@torch.library.register_fake("mama::_bottleneck_sim_backward")
+def _bottleneck_sim_backward_fake(grad_motion, grad_label, x4, y4, x_y, z4, x_z, margin):
+    return tuple(x4.new_empty(x4.shape) for _ in range(5))
+
+
+def _bottleneck_sim_setup_context(ctx, inputs, output) -> None:
+    *features, margin = inputs
+    ctx.margin = margin
+    ctx.save_for_backward(*features)
+
+
+def _bottleneck_sim_autograd(ctx, grad_motion, grad_label):
+    features = ctx.saved_tensors
+    batch = features[0].new_zeros(features[0].shape[0])
+    # An output that did not reach the loss has no gradient: the kernel takes zeros for it.
+    grads = torch.ops.mama._bottleneck_sim_backward(
+        batch if grad_motion is None else grad_motion,
+        batch if grad_label is None else grad_label,
+        *features,
+        ctx.margin,
+    )
+    return (*grads, None)
+
+
+torch.library.register_autograd(
+    "mama::bottleneck_sim", _bottleneck_sim_autograd, setup_context=_bottleneck_sim_setup_context
+)
+_register_triton(
+    "bottleneck_sim",
+    "bottleneck_sim",
+    {"bottleneck_sim": "bottleneck_sim_forward", "_bottleneck_sim_backward": "bottleneck_sim_backward"},
+)
+
+
+def bottleneck_sim(x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor, x_z: Tensor,
+                   margin: float = 0.2) -> tuple[Tensor, Tensor]:
+    """The F2LM bottleneck's per-sample sim losses (sim_motion, sim_label), each (B,).
+
+    The five (B, C, h, w) features (frame x4, motion y4, frame->motion x_y, label z4,
+    frame->label x_z) are L2-normalised over channels (F.normalize), then per sample
+    mean over (C, h) of relu(d(anchor, pos) - d(anchor, neg) + margin) with
+    d(u, v) = ||u - v + 1e-6||_2 over the LAST axis (width), as torch.nn.TripletMarginLoss
+    computes on 4-D tensors in the paper code. Motion: anchor x_y, pos y4, neg x4; label:
+    anchor x_z, pos z4, neg x4. The batch means are the paper's training triplet losses.
+    Differentiable in all five features.
+    """
+    return torch.ops.mama.bottleneck_sim(x4, y4, x_y, z4, x_z, float(margin))
+
+
 # =============================== patch_destroy_loss ===============================
 # SECTION patch_destroy_loss: fake impls, autograd, triton registration, public function.
 
+
+@torch.library.register_fake("mama::patch_destroy_loss")
+def _patch_destroy_loss_fake(A, N, GT, G, BG, patch, ld):
+    reference._check_patch_args(A, N, GT, G, BG, patch)
+    return A.new_empty(())
+
+
+@torch.library.register_fake("mama::_patch_destroy_loss_backward")
+def _patch_destroy_loss_backward_fake(grad, A, N, GT, G, BG, patch, ld):
+    return G.new_empty(G.shape)
+
+
+def _patch_destroy_loss_setup_context(ctx, inputs, output) -> None:
+    *tensors, patch, ld = inputs
+    ctx.params = (patch, ld)
+    ctx.save_for_backward(*tensors)
+
+
+def _patch_destroy_loss_autograd(ctx, grad):
+    A, N, GT, G, BG = ctx.saved_tensors
+    grad_G = torch.ops.mama._patch_destroy_loss_backward(grad, A, N, GT, G, BG, *ctx.params)
+    return None, None, None, grad_G, None, None, None  # only G (the destroyer output) learns
+
+
+torch.library.register_autograd(
+    "mama::patch_destroy_loss", _patch_destroy_loss_autograd,
+    setup_context=_patch_destroy_loss_setup_context,
+)
+_register_triton(
+    "patch_destroy_loss",
+    "patch_destroy_loss",
+    {
+        "patch_destroy_loss": "patch_destroy_loss_forward",
+        "_patch_destroy_loss_backward": "patch_destroy_loss_backward",
+    },
+)
+
+
+def patch_destroy_loss(A: Tensor, N: Tensor, GT: Tensor, G: Tensor, BG: Tensor,
+                       patch: int = 32, ld: float = 4.0) -> Tensor:
+    """The destroyer's loss, summed over samples and patch x patch tiles (a 0-dim tensor).
+
+    All inputs (B, C, H, W), H and W multiples of `patch`: A the destroyer's input (the
+    generator's prediction), N the damaged prediction, GT the real frame, G the destroyer's
+    output, BG the background (black, -1). Per tile: diff = min(ld * (1 - SSIM(N, GT)), 1)
+    with the common pytorch ssim (Gaussian window min(11, patch), sigma 1.5, valid conv,
+    dynamic range picked from N's tile), and
+    loss = diff * mean((BG - G)^2) + (1 - diff) * mean((A - G)^2).
+    Badly predicted tiles are pushed towards the background. Differentiable in G only.
+    """
+    return torch.ops.mama.patch_destroy_loss(A, N, GT, G, BG, int(patch), float(ld))
+
+
 # =============================== patch_noise ===============================
 # SECTION patch_noise: vectorised plain PyTorch (DESIGN §3: no kernel unless it pays).
+# The destroyer's training damage (DESIGN §5): the same patch set for the whole batch.
+import math  # noqa: E402
+
+from mama.errors import MamaError  # noqa: E402
+
+NOISE_KINDS = ("dropout", "blur_weak", "blur_strong", "salt_pepper")
+BLUR_SIGMA = {"blur_weak": 1.0, "blur_strong": 3.0}
+
+
+def random_patch_mask(grid: tuple[int, int] = (8, 8), rate_range: tuple[float, float] = (0.05, 0.5),
+                      generator: torch.Generator | None = None) -> Tensor:
+    """A (rows, cols) bool grid with round(rate * rows * cols) patches set (at least one).
+
+    rate is drawn uniformly from rate_range (the paper: 5-50% of the 8 x 8 grid of 32 x 32
+    patches of a 256 x 256 frame). Deterministic for a seeded CPU `generator`.
+    """
+    rows, cols = grid
+    low, high = rate_range
+    if rows < 1 or cols < 1 or not 0.0 <= low <= high <= 1.0:
+        raise MamaError(
+            f"random_patch_mask: grid {grid} must be positive and rate_range {rate_range} "
+            "must satisfy 0 <= low <= high <= 1"
+        )
+    rate = low + (high - low) * torch.rand((), generator=generator).item()
+    count = max(1, round(rate * rows * cols))
+    mask = torch.zeros(rows * cols, dtype=torch.bool)
+    mask[torch.randperm(rows * cols, generator=generator)[:count]] = True
+    return mask.view(rows, cols)
+
+
+def _check_noise_args(x: Tensor, mask: Tensor, kind: str, p: float) -> None:
+    if kind not in NOISE_KINDS:
+        raise MamaError(f"patch_noise: unknown kind {kind!r}; use one of {', '.join(NOISE_KINDS)}")
+    if x.dim() != 4 or mask.dim() != 2 or mask.dtype != torch.bool:
+        raise MamaError(
+            f"patch_noise: expected x (B,C,H,W) and a 2-D bool mask, got x {tuple(x.shape)} "
+            f"and mask {tuple(mask.shape)} {mask.dtype}"
+        )
+    (height, width), (rows, cols) = x.shape[-2:], mask.shape
+    if height % rows or width % cols:
+        raise MamaError(
+            f"patch_noise: the {rows}x{cols} patch grid must divide the {height}x{width} frame; "
+            "pick a grid whose sizes divide H and W"
+        )
+    if kind == "dropout" and not 0.0 <= p < 1.0:
+        raise MamaError(f"patch_noise: dropout needs 0 <= p < 1, got p={p}")
+    if kind == "salt_pepper" and not 0.0 <= p <= 1.0:
+        raise MamaError(f"patch_noise: salt_pepper needs 0 <= p <= 1, got p={p}")
+
+
+def _blur_tiles(x: Tensor, tile_h: int, tile_w: int, sigma: float) -> Tensor:
+    """Gaussian blur of every tile on its own (reflect padding at the tile's edges)."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    B, C, H, W = x.shape
+    rows, cols = H // tile_h, W // tile_w
+    tiles = x.reshape(B, C, rows, tile_h, cols, tile_w).permute(0, 2, 4, 1, 3, 5)
+    tiles = tiles.reshape(-1, C, tile_h, tile_w)
+    # 3 sigma each side, but reflect padding needs the half-width below the tile size.
+    size = min(2 * math.ceil(3 * sigma) + 1, 2 * min(tile_h, tile_w) - 1)
+    blurred = gaussian_blur(tiles, [size, size], [sigma, sigma])
+    blurred = blurred.reshape(B, rows, cols, C, tile_h, tile_w).permute(0, 3, 1, 4, 2, 5)
+    return blurred.reshape(B, C, H, W)
+
+
+def patch_noise(x: Tensor, mask: Tensor, kind: str = "dropout", p: float = 0.3,
+                seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Damage the patches of x (B, C, H, W) selected by `mask` (rows, cols), a new tensor.
+
+    The patch size is (H // rows, W // cols); every sample gets the same patch set and the
+    unselected pixels are returned bit-for-bit. Kinds:
+      dropout      each (sample, patch, channel) zeroed with probability p, the kept ones
+                   scaled by 1 / (1 - p) (the paper's damage)
+      blur_weak    Gaussian blur, sigma 1, inside each patch (p unused)
+      blur_strong  Gaussian blur, sigma 3, inside each patch (p unused)
+      salt_pepper  a fraction p of the pixels (all channels) set to +1 or -1, half each
+    Random draws come from `generator`, else from a fresh one seeded with `seed`, else from
+    torch's global generator; a generator must live on x's device.
+    """
+    _check_noise_args(x, mask, kind, p)
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+    B, C, H, W = x.shape
+    rows, cols = mask.shape
+    tile_h, tile_w = H // rows, W // cols
+    selected = mask.to(x.device).repeat_interleave(tile_h, 0).repeat_interleave(tile_w, 1)
+    if kind == "dropout":
+        keep = torch.rand((B, C, rows, cols), generator=generator, device=x.device) >= p
+        scale = keep.to(x.dtype) / (1 - p)
+        damaged = x * scale.repeat_interleave(tile_h, 2).repeat_interleave(tile_w, 3)
+    elif kind == "salt_pepper":
+        u = torch.rand((B, 1, H, W), generator=generator, device=x.device)
+        damaged = torch.where(u < p / 2, 1.0, torch.where(u < p, -1.0, x)).to(x.dtype)
+    else:
+        damaged = _blur_tiles(x, tile_h, tile_w, BLUR_SIGMA[kind])
+    return torch.where(selected, damaged, x)
