@@ -46,12 +46,14 @@ def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{result['dataset']}: frame-level metrics ({result['headline']['frames']} frames)")
-    for c in ("protocol", "model", "smooth", "micro AUC", "macro AUC", "EER", "AP", "weights", "test labels used"):
-        t.add_column(c)
+    short = {"generator": "G", "generator+destroyer": "G+D"}
+    t = Table(title=f"{result['dataset']}: frame-level metrics ({result['headline']['frames']} frames; "
+                    "G = generator, G+D = with destroyer)")
+    for c in ("protocol", "model", "smooth", "micro AUC", "macro AUC", "EER", "AP", "weights a,b,c,d", "test labels"):
+        t.add_column(c, no_wrap=True)
     for r in result["rows"]:
         f = lambda x: "-" if x != x else f"{x:.4f}"  # noqa: E731  (NaN -> "-")
-        t.add_row(r["protocol"], r["model"], f"{r['smoothing']:g}", f(r["micro_auc"]), f(r["macro_auc"]),
-                  f(r["eer"]), f(r["ap"]), f"{r['weights']} ({r['weights_from']})",
-                  "YES" if r["test_labels_used"] else "no")
-    Console().print(t)
+        used = "YES: " + r["weights_from"] if r["test_labels_used"] else "no"
+        t.add_row(r["protocol"], short.get(r["model"], r["model"]), f"{r['smoothing']:g}", f(r["micro_auc"]),
+                  f(r["macro_auc"]), f(r["eer"]), f(r["ap"]), r["weights"], used)
+    Console(width=max(Console().width, 130)).print(t)

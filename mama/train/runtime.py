@@ -66,6 +66,15 @@ def teardown_runtime(rt: Runtime) -> None:
         dist.destroy_process_group()
 
 
+def share_cpu(rt: Runtime, num_workers: int) -> None:
+    """On CPU, leave cores to the loader workers and the other ranks: OpenMP threads that
+    outnumber free cores spin against each other (measured here: a step 15x slower)."""
+    if rt.device.type != "cpu":
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // rt.world_size - num_workers))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -39,6 +39,7 @@ from mama.train.runtime import (
     seed_everything,
     set_rng_state,
     setup_runtime,
+    share_cpu,
     teardown_runtime,
 )
 
@@ -70,6 +71,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg.resolved()
         self.rt: Runtime = setup_runtime(self.cfg.device)
+        share_cpu(self.rt, self.cfg.num_workers)
         self.run_dir = Path(self.cfg.out)
         self.step = 0
         self.best: float | None = None
