@@ -63,6 +63,7 @@ class TrainConfig:
     amp: bool | None = None
     select_on_test: bool = False
     calibrate_videos: int = 4  # training videos scored at the end to calibrate `mama score`
+    cache_features: bool = True  # exact cache of training labels/flow (+ destroyer predictions)
     extra: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":

@@ -24,12 +24,12 @@ def ped2_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory) -> Path:
-    """A tiny synthetic dataset (3 training, 2 test videos of 24 frames at 64x64): the root
+    """A tiny synthetic dataset (3 training, 2 test videos of 40 frames at 64x64): the root
     folder holding synth/."""
     from mama.data.synth import write_dataset
 
     root = tmp_path_factory.mktemp("synth_root")
-    write_dataset(root, name="synth", seed=0, size=64, n_train=3, n_test=2, frames_per_video=24)
+    write_dataset(root, name="synth", seed=0, size=64, n_train=3, n_test=2, frames_per_video=40)
     return root
 
 

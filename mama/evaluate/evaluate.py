@@ -105,6 +105,12 @@ def evaluate(opts: EvalOptions) -> dict:
             "`mama eval` needs ground truth (use `mama score` to score unlabeled video)"
         )
     labels = [v.labels[CLIP_INPUTS:] for v in videos]
+    flat = np.concatenate(labels)
+    if flat.min() == flat.max():
+        raise MamaError(
+            f"every scored test frame of {opts.data_root}/{opts.dataset} is {'abnormal' if flat[0] else 'normal'} "
+            "(the first 4 frames of each video are never scored); frame-level AUC needs both kinds"
+        )
     scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size)
     streams = video_streams(scorer, videos, size, description="test videos")
     calib = payload.get("calibration")

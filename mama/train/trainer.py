@@ -29,6 +29,7 @@ from mama.evaluate.calibrate import calibrate, validation_auc, validation_psnr
 from mama.evaluate.engine import Scorer, needs_background
 from mama.models.build import build_extractor, build_models_from_checkpoint, build_stage_models
 from mama.train import losses
+from mama.train.feature_cache import FeatureCache
 from mama.train.runtime import (
     RunLog,
     Runtime,
@@ -100,11 +101,16 @@ class Trainer:
             prefetch_factor=4 if c.num_workers > 0 else None,
             drop_last=True,
         )
+        # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
+        # frozen prediction) never change, so each is computed once (DESIGN §9).
+        self.cache = FeatureCache(self.extractor, self.rt.device) if c.cache_features else None
 
     def _batch_inputs(self, batch):
         dev = self.rt.device
         clip = batch["clip"].to(dev, non_blocking=True)
         bg = batch["background"].to(dev, non_blocking=True) if "background" in batch else None
+        if self.cache is not None:
+            return self.cache.clip_inputs(clip, batch["video"], batch["target"], bg)
         with torch.no_grad():
             return self.extractor.clip_inputs(clip, bg)
 
@@ -297,16 +303,11 @@ class GeneratorTrainer(Trainer):
         x, flows, labels, target = self._batch_inputs(batch)
         self.net_g.train()
         self.net_d.train()
-        with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=bool(c.amp) and self.rt.device.type == "cuda"):
+        amp = bool(c.amp) and self.rt.device.type == "cuda"
+        # The reference order: every loss from the current G and D, then G's step, then D's.
+        with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=amp):
             out = self.g(x, flows, labels)
             pred = out.pred.float()
-            # Discriminator step on the detached prediction; real and fake in one forward.
-            d_out = self.d(torch.cat([target, pred.detach()])).float()
-            d_loss = losses.discriminator_loss(*d_out.chunk(2))
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
-        with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=bool(c.amp) and self.rt.device.type == "cuda"):
             inte = losses.intensity_loss(pred, target)
             grad = losses.gradient_loss(pred, target)
             adv = losses.generator_adversarial_loss(self.d(pred).float())
@@ -318,15 +319,20 @@ class GeneratorTrainer(Trainer):
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
+        with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=amp):
+            # Real and fake through D in one forward; the fake is the prediction made above.
+            d_out = self.d(torch.cat([target, pred.detach()])).float()
+            d_loss = losses.discriminator_loss(*d_out.chunk(2))
+        self.opt_d.zero_grad(set_to_none=True)  # drops what G's backward left in D
+        d_loss.backward()
+        self.opt_d.step()
         with torch.no_grad():
             psnr = losses.psnr(pred, target).mean()
-        g_loss, inte, grad, adv, sim_m, sim_l, d_loss = (
-            t.detach() for t in (g_loss, inte, grad, adv, sim_m, sim_l, d_loss))
         return {
-            "loss/g_total": float(g_loss), "loss/intensity": float(inte), "loss/gradient": float(grad),
-            "loss/adversarial": float(adv), "loss/sim_motion": float(sim_m.mean()),
-            "loss/sim_label": float(sim_l.mean()) if out.z4 is not None else 0.0,
-            "loss/d": float(d_loss), "train/psnr": float(psnr),
+            "loss/g_total": g_loss.item(), "loss/intensity": inte.item(), "loss/gradient": grad.item(),
+            "loss/adversarial": adv.item(), "loss/sim_motion": sim_m.mean().item(),
+            "loss/sim_label": sim_l.mean().item() if out.z4 is not None else 0.0,
+            "loss/d": d_loss.item(), "train/psnr": psnr.item(),
             "lr/g": self.opt_g.param_groups[0]["lr"], "lr/d": self.opt_d.param_groups[0]["lr"],
         }
 
@@ -362,7 +368,9 @@ class DestroyerTrainer(Trainer):
         self.model_meta = {**meta, "destroyer_base": meta.get("base", c.base)}
         self.cfg.motion, self.cfg.labels = motion, labels
         self.opt_a = torch.optim.AdamW(self.net_a.parameters(), lr=c.lr_g, weight_decay=c.weight_decay, foreach=True)
+        # Mask and rate are drawn on the CPU; the dropout draws on the frames' device.
         self.noise_gen = torch.Generator().manual_seed(c.seed)
+        self.noise_gen_dev = torch.Generator(device=self.rt.device).manual_seed(c.seed + 1)
 
     def wrap_ddp(self) -> None:
         self.g = self._maybe_compile(self.net_g)
@@ -370,12 +378,14 @@ class DestroyerTrainer(Trainer):
 
     def state(self) -> dict:
         return {"net_g": self.net_g.state_dict(), "net_a": self.net_a.state_dict(),
-                "opt_a": self.opt_a.state_dict(), "noise_rng": self.noise_gen.get_state()}
+                "opt_a": self.opt_a.state_dict(), "noise_rng": self.noise_gen.get_state(),
+                "noise_rng_device": self.noise_gen_dev.get_state()}
 
     def load_state(self, p: dict) -> None:
         self.net_a.load_state_dict(p["net_a"])
         self.opt_a.load_state_dict(p["opt_a"])
         self.noise_gen.set_state(p["noise_rng"])
+        self.noise_gen_dev.set_state(p["noise_rng_device"])
 
     def damage(self, pred: torch.Tensor) -> torch.Tensor:
         """The paper's damage: channel dropout (p in [0.05, 0.5]) on a random set of patches."""
@@ -383,14 +393,24 @@ class DestroyerTrainer(Trainer):
         grid = (pred.shape[-2] // c.patch, pred.shape[-1] // c.patch)
         mask = ops.random_patch_mask(grid, (0.05, 0.5), generator=self.noise_gen)
         p = float(torch.empty(()).uniform_(0.05, 0.5, generator=self.noise_gen))
-        return ops.patch_noise(pred, mask.to(pred.device), kind="dropout", p=p, generator=self.noise_gen)
+        return ops.patch_noise(pred, mask.to(pred.device), kind="dropout", p=p, generator=self.noise_gen_dev)
+
+    def _predictions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frozen generator's prediction, target frame) of each clip of the batch."""
+        if self.cache is not None:
+            dev = self.rt.device
+            clip = batch["clip"].to(dev, non_blocking=True)
+            bg = batch["background"].to(dev, non_blocking=True) if "background" in batch else None
+            return self.cache.predictions(clip, batch["video"], batch["target"],
+                                          lambda inputs: self.g(*inputs[:3]).pred.float(), bg)
+        x, flows, labels, target = self._batch_inputs(batch)
+        with torch.no_grad():
+            return self.g(x, flows, labels).pred.float(), target
 
     def train_step(self, batch) -> dict[str, float]:
         c = self.cfg
-        x, flows, labels, target = self._batch_inputs(batch)
+        pred, target = self._predictions(batch)
         self.net_a.train()
-        with torch.no_grad():
-            pred = self.g(x, flows, labels).pred.float()
         damaged = self.damage(pred)
         with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=bool(c.amp) and self.rt.device.type == "cuda"):
             out = self.a(damaged).float()
@@ -399,7 +419,7 @@ class DestroyerTrainer(Trainer):
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_a.step()
-        return {"loss/destroy": float(loss.detach()), "lr/a": self.opt_a.param_groups[0]["lr"]}
+        return {"loss/destroy": loss.item(), "lr/a": self.opt_a.param_groups[0]["lr"]}
 
     def scorer(self) -> Scorer:
         return Scorer(self.net_g, self.extractor, _unwrap(self.net_a).eval(), self.rt.device, amp=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mama.models.destroyer import Destroyer
 from mama.models.discriminator import PatchDiscriminator
