@@ -35,8 +35,9 @@ test-triton: $(BUILT)
 demo: $(BUILT)
 	$(VENV)/bin/mama demo
 
+# Every benchmark (ops and end to end), ours vs the reference in the same run; JSON in benchmarks/results/.
 bench: $(BUILT)
-	$(PY) -m pytest benchmarks --benchmark-only -q
+	$(PY) -m pytest benchmarks --benchmark-only -q --benchmark-json benchmarks/results/latest.json
 
 clean:
 	rm -rf build *.egg-info mama/_C*.so

@@ -1,7 +1,28 @@
 """Helpers shared by tests (importable as tests.support; pytest puts the repo root on sys.path)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+
+import torch
+
+# Where the Triton launchers run in tests: CUDA when present, else the CPU interpreter.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def poisoned_empty():
+    """Make every torch.empty / at::empty fill float memory with NaN, so an output element a
+    kernel forgets to write shows up as NaN."""
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = was_fill
 
 
 def tiny_train_config(root: Path, out: Path, **kw):

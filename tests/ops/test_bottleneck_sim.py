@@ -1,13 +1,12 @@
 """mama::bottleneck_sim: C++ CPU kernel and Triton launchers against the plain-PyTorch reference."""
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mama import ops, reference
+from tests.support import TRITON_DEVICE, poisoned_empty
 
 SHAPES = [
     (1, 1, 1, 1),  # minimal: one channel (normalised to +-1), one pixel
@@ -31,23 +30,8 @@ def make_features(shape, dtype, seed, layout="contiguous"):
     return [torch.randn(shape, generator=gen, dtype=dtype) for _ in range(5)]
 
 
-@contextlib.contextmanager
-def poisoned_empty():
-    """Make torch.empty / at::empty fill float memory with NaN, so an output element a kernel
-    forgets to write shows up as NaN."""
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    was_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.utils.deterministic.fill_uninitialized_memory = was_fill
 
 
-# Where the Triton launchers run: CUDA when present, else the CPU interpreter.
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def assert_close(got, want, tol):
@@ -160,7 +144,10 @@ TRITON_SHAPES = [
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("shape", TRITON_SHAPES)
 def test_triton_matches_reference(shape, dtype, tol):
-    from mama.kernels.bottleneck_sim import bottleneck_sim_backward, bottleneck_sim_forward
+    from mama.kernels.bottleneck_sim import (
+        bottleneck_sim_backward,
+        bottleneck_sim_forward,
+    )
 
     feats = make_features(shape, dtype, seed=10, layout="permuted")
     gen = torch.Generator().manual_seed(11)

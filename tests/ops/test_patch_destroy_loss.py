@@ -2,14 +2,13 @@
 reference, the reference against the per-patch loop and an independent SciPy SSIM."""
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
 from mama import ops, reference
+from tests.support import TRITON_DEVICE, poisoned_empty
 
 # (B, C, H, W, patch)
 SHAPES = [
@@ -44,23 +43,8 @@ def make_inputs(shape, dtype, seed, scale=1.0, offset=0.0, layout="contiguous"):
     return out
 
 
-@contextlib.contextmanager
-def poisoned_empty():
-    """Make torch.empty / at::empty fill float memory with NaN, so an output element a kernel
-    forgets to write shows up as NaN."""
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    was_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.utils.deterministic.fill_uninitialized_memory = was_fill
 
 
-# Where the Triton launchers run: CUDA when present, else the CPU interpreter.
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def assert_close(got, want, tol):
@@ -206,7 +190,10 @@ TRITON_SHAPES = [
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("shape", TRITON_SHAPES)
 def test_triton_matches_reference(shape, dtype, tol):
-    from mama.kernels.patch_destroy_loss import patch_destroy_loss_backward, patch_destroy_loss_forward
+    from mama.kernels.patch_destroy_loss import (
+        patch_destroy_loss_backward,
+        patch_destroy_loss_forward,
+    )
 
     args = make_inputs(shape, dtype, seed=11, layout="permuted")
     upstream = torch.tensor(0.7, dtype=dtype)

@@ -2,15 +2,14 @@
 CPU) and autograd glue, all against the plain-PyTorch reference in mama.reference."""
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
+from mama.kernels import warp as triton_warp
 
 import mama.ops as ops
 from mama import reference
-from mama.kernels import warp as triton_warp
+from tests.support import poisoned_empty
 
 SHAPES = [
     (1, 1, 1, 1),  # minimal: one pixel, every sample clamps onto it
@@ -54,19 +53,6 @@ def grads_of(fn, inputs, upstream):
     return [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, got)]
 
 
-@contextlib.contextmanager
-def poisoned_empty():
-    """Make every torch.empty / at::empty fill float memory with NaN, so an output element a
-    kernel forgets to write shows up as NaN."""
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    was_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.utils.deterministic.fill_uninitialized_memory = was_fill
 
 
 def test_poisoned_empty_really_poisons():
