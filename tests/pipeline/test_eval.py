@@ -147,3 +147,17 @@ def test_score_errors(tiny_run, tmp_path, capsys):
     assert rc == 2 and "broken.mp4" in err and "Traceback" not in err
     rc = main(["score", str(tmp_path / "nothing"), "--checkpoint", str(tiny_run["generator"])])
     assert rc == 2 and "nothing" in capsys.readouterr().err
+
+
+def test_fit_weights_uses_training_video_only(tiny_run, tmp_path):
+    from mama.evaluate.evaluate import EvalOptions, evaluate
+
+    result = evaluate(EvalOptions(dataset="synth", data_root=tiny_run["root"], checkpoint=tiny_run["destroyer"],
+                                  out=tmp_path, protocols=("clean",), fit_weights=True, sigma=0, device="cpu"))
+    rows = result["rows"]
+    assert {r["model"] for r in rows} == {"generator", "generator+destroyer"}
+    for r in rows:
+        assert r["weights_from"] == "fitted on training video (--fit-weights)" and not r["test_labels_used"]
+        a, b, c, d = (float(x) for x in r["weights"].split(","))
+        assert min(a, b, c) > 0 and abs(a + b + c - 5) < 1e-6  # a point of the reference grid
+        assert (d > 0) == (r["model"] == "generator+destroyer")
