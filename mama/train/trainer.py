@@ -76,6 +76,7 @@ class Trainer:
         self.run_dir = Path(self.cfg.out)
         self.step = 0
         self.best: float | None = None
+        self._last_saved = 0  # step of the newest latest.pt (named in the NaN message)
         self.log = RunLog(self.run_dir, enabled=self.rt.is_main)
 
     # ------------------------------------------------------------------ data
@@ -151,7 +152,7 @@ class Trainer:
                 f"{payload.get('stage', 'reference-code')} checkpoint; give a {self.stage} run's latest.pt"
             )
         self.load_state(payload)
-        self.step = int(payload["step"])
+        self.step = self._last_saved = int(payload["step"])
         self.best = payload.get("best")
         set_rng_state(payload["rng"])
         # The clip order is a pure function of (seed, clips consumed): skip what was used.
@@ -212,8 +213,6 @@ class Trainer:
         self.log.close()
         teardown_runtime(self.rt)
         return self.run_dir
-
-    _last_saved = 0
 
     def _save_latest(self) -> None:
         self.save("latest")
