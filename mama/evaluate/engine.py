@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mama import ops
-from mama.train.losses import frame_sse
+from mama.train.losses import TRIPLET_MARGIN, bottleneck_sims, frame_sse
 
 CLIP_INPUTS = 4  # frames in, the fifth is predicted
 
@@ -26,7 +25,7 @@ class Scorer:
     destroyer: nn.Module | None = None
     device: torch.device = torch.device("cpu")
     batch_size: int = 16
-    margin: float = 0.2
+    margin: float = TRIPLET_MARGIN
     amp: bool = False  # bf16 autocast (CUDA)
 
     @torch.inference_mode()
@@ -52,12 +51,9 @@ class Scorer:
             g = self.generator(x, flows, labels)
             pred = g.pred.float()
             streams = {"sse": frame_sse(pred, target)}
-            z4, x_z = (g.z4, g.x_z) if g.z4 is not None else (g.y4, g.x_y)
-            sim_m, sim_l = ops.bottleneck_sim(
-                g.x4.float(), g.y4.float(), g.x_y.float(), z4.float(), x_z.float(), self.margin
-            )
+            sim_m, sim_l = bottleneck_sims(g, self.margin)
             streams["sim_motion"] = sim_m
-            if g.z4 is not None:
+            if sim_l is not None:
                 streams["sim_label"] = sim_l
             if self.destroyer is not None:
                 destroyed = self.destroyer(pred).float()

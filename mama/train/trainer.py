@@ -106,10 +106,14 @@ class Trainer:
         # frozen prediction) never change, so each is computed once (DESIGN §9).
         self.cache = FeatureCache(self.extractor, self.rt.device) if c.cache_features else None
 
-    def _batch_inputs(self, batch):
+    def _batch_clips(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's clips (and backgrounds, when the labels need them) on the device."""
         dev = self.rt.device
-        clip = batch["clip"].to(dev, non_blocking=True)
         bg = batch["background"].to(dev, non_blocking=True) if "background" in batch else None
+        return batch["clip"].to(dev, non_blocking=True), bg
+
+    def _batch_inputs(self, batch):
+        clip, bg = self._batch_clips(batch)
         if self.cache is not None:
             return self.cache.clip_inputs(clip, batch["video"], batch["target"], bg)
         with torch.no_grad():
@@ -310,10 +314,8 @@ class GeneratorTrainer(Trainer):
             inte = losses.intensity_loss(pred, target)
             grad = losses.gradient_loss(pred, target)
             adv = losses.generator_adversarial_loss(self.d(pred).float())
-            z4, x_z = (out.z4, out.x_z) if out.z4 is not None else (out.y4, out.x_y)
-            sim_m, sim_l = ops.bottleneck_sim(out.x4.float(), out.y4.float(), out.x_y.float(),
-                                              z4.float(), x_z.float(), 0.2)
-            sim = sim_m.mean() + (sim_l.mean() if out.z4 is not None else 0.0)
+            sim_m, sim_l = losses.bottleneck_sims(out)
+            sim = sim_m.mean() + (sim_l.mean() if sim_l is not None else 0.0)
             g_loss = inte + grad + c.adv_weight * adv + c.sim_weight * sim
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -330,7 +332,7 @@ class GeneratorTrainer(Trainer):
         return {
             "loss/g_total": g_loss.item(), "loss/intensity": inte.item(), "loss/gradient": grad.item(),
             "loss/adversarial": adv.item(), "loss/sim_motion": sim_m.mean().item(),
-            "loss/sim_label": sim_l.mean().item() if out.z4 is not None else 0.0,
+            "loss/sim_label": sim_l.mean().item() if sim_l is not None else 0.0,
             "loss/d": d_loss.item(), "train/psnr": psnr.item(),
             "lr/g": self.opt_g.param_groups[0]["lr"], "lr/d": self.opt_d.param_groups[0]["lr"],
         }
@@ -397,9 +399,7 @@ class DestroyerTrainer(Trainer):
     def _predictions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(frozen generator's prediction, target frame) of each clip of the batch."""
         if self.cache is not None:
-            dev = self.rt.device
-            clip = batch["clip"].to(dev, non_blocking=True)
-            bg = batch["background"].to(dev, non_blocking=True) if "background" in batch else None
+            clip, bg = self._batch_clips(batch)
             return self.cache.predictions(clip, batch["video"], batch["target"],
                                           lambda inputs: self.g(*inputs[:3]).pred.float(), bg)
         x, flows, labels, target = self._batch_inputs(batch)
