@@ -4,6 +4,10 @@ For a video of T frames the generator predicts frames 4..T-1 (0-based) from the 
 Each frame's labels and each consecutive pair's flow are computed exactly once
 (FeatureExtractor.video_inputs), then clips are assembled by indexing those caches and run
 through the generator (and destroyer) in batches.
+
+The networks run as inference copies (mama.models.inference: BatchNorm folded,
+channels_last, Winograd 3x3 convolutions on CPU) made once when the Scorer is built, so
+the models passed in are never modified; `optimize=False` runs them as they are.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mama.models.inference import prepare_extractor, prepare_for_inference
 from mama.train.losses import TRIPLET_MARGIN, bottleneck_sims, frame_sse
 
 CLIP_INPUTS = 4  # frames in, the fifth is predicted
@@ -27,6 +32,14 @@ class Scorer:
     batch_size: int = 16
     margin: float = TRIPLET_MARGIN
     amp: bool = False  # bf16 autocast (CUDA)
+    optimize: bool = True  # run inference copies of the networks (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.optimize:
+            self.generator = prepare_for_inference(self.generator, self.device)
+            if self.destroyer is not None:
+                self.destroyer = prepare_for_inference(self.destroyer, self.device)
+            self.extractor = prepare_extractor(self.extractor, self.device)
 
     @torch.inference_mode()
     def video_streams(self, frames: np.ndarray | torch.Tensor, background=None) -> dict[str, np.ndarray]:
