@@ -12,7 +12,7 @@ warm-up round fills it; a training run reads each frame ~100x, DESIGN §9).
     pytest benchmarks/bench_pipeline.py --benchmark-only --benchmark-json benchmarks/results/cpu_pipeline.json
 
 Sizes (environment): MAMA_BENCH_SIZE (128), MAMA_BENCH_BASE (64, the paper's width),
-MAMA_BENCH_FRAMES (16 light / 12 paper), MAMA_BENCH_ROUNDS (1), MAMA_BENCH_THREADS (1: on a
+MAMA_BENCH_FRAMES (40), MAMA_BENCH_ROUNDS (1), MAMA_BENCH_THREADS (1: on a
 shared 2-core machine one intra-op thread is much faster than two, see README.md).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ BASE = int(os.environ.get("MAMA_BENCH_BASE", 64))
 BATCH = 4
 ROUNDS = int(os.environ.get("MAMA_BENCH_ROUNDS", 1))
 THREADS = int(os.environ.get("MAMA_BENCH_THREADS", 1))
-FRAMES = {"light": 16, "paper": 12}
+FRAMES = {"light": 40, "paper": 40}  # a whole (short) test video: Ped2's are 120-180 frames
 IMPLS = ("ours", "baseline")
 
 

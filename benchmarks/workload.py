@@ -133,8 +133,9 @@ class Workload:
         t.wrap_ddp()
         return t
 
-    def scorer(self, net_g, net_a=None) -> Scorer:
-        return Scorer(net_g.eval(), self.extractor, None if net_a is None else net_a.eval(), self.device)
+    def scorer(self, net_g, net_a=None, optimize: bool | None = None) -> Scorer:
+        return Scorer(net_g.eval(), self.extractor, None if net_a is None else net_a.eval(), self.device,
+                      optimize=optimize)
 
     # ------------------------------------------------------------------ baseline
     def reference(self) -> ReferencePipeline:
