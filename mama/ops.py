@@ -364,22 +364,26 @@ def _winograd_conv3x3_fake(x, u, bias, dilation, relu):
     return x.new_empty(x.shape[0], u.shape[2], *x.shape[2:]).contiguous(memory_format=torch.channels_last)
 
 
-def winograd_filter(weight: Tensor) -> Tensor:
-    """(K, C, 3, 3) conv filters -> the (16, C, K) Winograd F(2x2, 3x3) filters G g G^T that
-    `winograd_conv3x3` takes (computed in float64, rounded once to weight's dtype)."""
+def winograd_filter(weight: Tensor, tile: int = 4) -> Tensor:
+    """(K, C, 3, 3) conv filters -> the ((tile + 2)^2, C, K) Winograd F(tile x tile, 3x3)
+    filters G g G^T that `winograd_conv3x3` takes (tile 2 or 4; computed in float64, rounded
+    once to weight's dtype)."""
     if weight.dim() != 4 or weight.shape[-2:] != (3, 3):
         raise ValueError(f"winograd_filter: weight must be (K, C, 3, 3), got {tuple(weight.shape)}")
-    g = torch.tensor(reference.WINOGRAD_G, dtype=torch.float64, device=weight.device)
+    if tile not in reference.WINOGRAD_G:
+        raise ValueError(f"winograd_filter: tile must be one of {sorted(reference.WINOGRAD_G)}, got {tile}")
+    g = torch.tensor(reference.WINOGRAD_G[tile], dtype=torch.float64, device=weight.device)
     u = torch.einsum("ai,kcij,bj->abck", g, weight.detach().double(), g)
-    return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+    return u.reshape(g.shape[0] ** 2, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
 def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None, dilation: int = 1,
                      relu: bool = False) -> Tensor:
     """F.conv2d(x, g, bias, padding=dilation, dilation=dilation) (then ReLU if `relu`) for the
-    3x3 filters g with u = winograd_filter(g), by Winograd's F(2x2, 3x3): 2.25x fewer
-    multiply-adds than the direct convolution. x (N, C, H, W) float32 on CPU; returns
-    (N, K, H, W) in channels_last. Inference only (not differentiable)."""
+    3x3 filters g with u = winograd_filter(g, tile), by Winograd's F(tile x tile, 3x3): 2.25x
+    (tile 2) or 4x (tile 4) fewer multiply-adds than the direct convolution; the tile is read
+    off u's shape. x (N, C, H, W) float32 on CPU; returns (N, K, H, W) in channels_last.
+    Inference only (not differentiable)."""
     return torch.ops.mama.winograd_conv3x3(x, u, bias, int(dilation), bool(relu))
 
 

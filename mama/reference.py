@@ -305,15 +305,22 @@ def patch_destroy_loss_loop(
 # ----------------------------------------------------------------------------------------
 # winograd_conv3x3: the plain convolution it computes
 # ----------------------------------------------------------------------------------------
-# Winograd F(2x2, 3x3) filter transform: u = G g G^T per (output, input) channel pair.
-WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+# Winograd filter transforms u = G g G^T, by output tile side: F(2x2, 3x3) and F(4x4, 3x3)
+# (interpolation points 0, +-1, +-2 and infinity).
+WINOGRAD_G = {
+    2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
+    4: ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+        (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0)),
+}
+WINOGRAD_TILE_BY_POSITIONS = {16: 2, 36: 4}  # u.shape[0] = (tile + 2) ** 2
 
 
 def _check_winograd_args(x: Tensor, u: Tensor, bias: Tensor | None, dilation: int) -> None:
     if x.dim() != 4:
         raise ValueError(f"winograd_conv3x3: x must be (N, C, H, W), got {tuple(x.shape)}")
-    if u.dim() != 3 or u.shape[0] != 16 or u.shape[1] != x.shape[1]:
-        raise ValueError(f"winograd_conv3x3: u must be (16, {x.shape[1]}, K) from winograd_filter, got {tuple(u.shape)}")
+    if u.dim() != 3 or u.shape[0] not in WINOGRAD_TILE_BY_POSITIONS or u.shape[1] != x.shape[1]:
+        raise ValueError(f"winograd_conv3x3: u must be (16 or 36, {x.shape[1]}, K) from winograd_filter, "
+                         f"got {tuple(u.shape)}")
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != u.shape[2]):
         raise ValueError(f"winograd_conv3x3: bias must be ({u.shape[2]},), got {tuple(bias.shape)}")
     if dilation < 1:
@@ -324,9 +331,9 @@ def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None, dilation: int, r
     """What the op computes: the 3x3 convolution (stride 1, zero padding = dilation) with the
     filters g that `u` was made from (recovered exactly: g = G^+ u G^+T), then ReLU if asked."""
     _check_winograd_args(x, u, bias, dilation)
-    g = torch.tensor(WINOGRAD_G, dtype=torch.float64, device=u.device)
-    g_pinv = torch.linalg.pinv(g)  # (3, 4); G has full column rank, so G^+ G = I
-    k = u.shape[2]
-    weight = torch.einsum("ia,abck,jb->kcij", g_pinv, u.double().view(4, 4, u.shape[1], k), g_pinv)
+    g = torch.tensor(WINOGRAD_G[WINOGRAD_TILE_BY_POSITIONS[u.shape[0]]], dtype=torch.float64, device=u.device)
+    g_pinv = torch.linalg.pinv(g)  # (3, A); G has full column rank, so G^+ G = I
+    a, k = g.shape[0], u.shape[2]
+    weight = torch.einsum("ia,abck,jb->kcij", g_pinv, u.double().view(a, a, u.shape[1], k), g_pinv)
     y = F.conv2d(x, weight.to(x.dtype), bias, padding=dilation, dilation=dilation)
     return (torch.relu(y) if relu else y).contiguous(memory_format=torch.channels_last)

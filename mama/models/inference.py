@@ -6,13 +6,12 @@ to float rounding (tests/models/test_inference.py bounds the difference):
   * BatchNorm folded into the convolution before it (eval BN is an affine map per channel);
   * channels_last weights, so oneDNN runs its NHWC convolution kernels on CPU (and cuDNN its
     tensor-core ones on CUDA);
-  * on CPU, wide 3x3 convolutions at low resolution computed with Winograd's F(2x2, 3x3)
-    minimal filtering: 16 multiplications per 2x2 output tile instead of 36, i.e. 2.25x fewer
-    multiply-adds, the rest being additions. oneDNN uses Winograd only on AVX-512 machines, so
-    on AVX2 CPUs (like this project's) the generator's 512-channel bottleneck convolutions
-    would otherwise run directly. Where the input/output transforms cost more than they save
-    (few channels, large maps) the direct convolution is kept: see `use_winograd`, whose
-    thresholds come from benchmarks/bench_inference.py.
+  * on CPU, the wide 3x3 convolutions computed with Winograd's F(4x4, 3x3) minimal
+    filtering (mama::winograd_conv3x3): 36 multiplications per 4x4 output tile instead of 144,
+    the rest being additions. oneDNN uses Winograd only on AVX-512 machines, so on AVX2 CPUs
+    (like this project's) every convolution would otherwise run directly. Where the tile
+    transforms cost more than they save (few channels) the direct convolution is kept: see
+    `use_winograd`, whose thresholds come from benchmarks/bench_inference.py.
 
 `prepare_for_inference(model)` returns such a copy and never touches `model` (training keeps
 its BN layers and its memory format).
@@ -28,22 +27,26 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mama import ops
 
-# Below these widths the transforms' memory traffic outweighs the saved multiplications
-# (measured on a 2-core AVX2 EPYC, benchmarks/bench_inference.py).
-WINOGRAD_MIN_OUT_CHANNELS = 128
+# F(4x4, 3x3): 36 products per 16 outputs instead of 144 (4x fewer multiply-adds; float32
+# error ~7e-6 of the output scale against ~2e-6 for the direct convolution). Below these
+# widths the transforms' memory traffic outweighs the saving (measured on a 2-core AVX2 EPYC,
+# benchmarks/bench_inference.py: 64 -> 64 channels at 128x128 gained nothing).
+WINOGRAD_TILE = 4
 WINOGRAD_MIN_IN_CHANNELS = 128
+WINOGRAD_MIN_OUT_CHANNELS = 64
 
 
-# With dilation d the 2x2 output tiles interleave (pixels y, y + d); on maps not much larger
-# than d most tiles fall outside the image (DeepLab's ASPP: d = 12..36 on 16x16 maps).
+# Output tiles of t x t pixels (spaced d apart with dilation d) overhang small maps; where
+# most of their pixels fall outside (DeepLab's ASPP: d = 12..36 on 16x16 maps, or maps of a
+# few pixels) the direct convolution runs instead.
 MIN_TILES_USED = 0.75
 
 
-def tiles_used(h: int, w: int, dilation: int) -> float:
+def tiles_used(h: int, w: int, dilation: int, tile: int = WINOGRAD_TILE) -> float:
     """Fraction of the Winograd tiles' output pixels that lie inside an h x w map."""
     d = dilation
-    tiles = d * d * ((-(-h // d) + 1) // 2) * ((-(-w // d) + 1) // 2)
-    return h * w / (4 * tiles)
+    tiles = d * d * -(-(-(-h // d)) // tile) * -(-(-(-w // d)) // tile)
+    return h * w / (tile * tile * tiles)
 
 
 class WinogradConv2d(nn.Module):
@@ -59,7 +62,7 @@ class WinogradConv2d(nn.Module):
         self.relu = relu
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
-        self.register_buffer("u", ops.winograd_filter(conv.weight), persistent=False)
+        self.register_buffer("u", ops.winograd_filter(conv.weight, WINOGRAD_TILE), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
