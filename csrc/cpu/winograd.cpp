@@ -1,18 +1,20 @@
 // CPU kernel of mama::winograd_conv3x3 (schema in csrc/ops.cpp): a frozen 3x3 stride-1
-// convolution with zero padding == dilation, by Winograd's minimal filtering F(2x2, 3x3)
-// (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+// convolution with zero padding == dilation, by Winograd's minimal filtering F(M x M, 3 x 3)
+// for output tiles of M = 2 or 4 pixels a side (Lavin & Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2016).
 //
-// Each 2x2 output tile is A^T [U (.) (B^T d B)] A for its 4x4 input tile d: 16 products per
-// tile instead of 36 (2.25x fewer multiply-adds). U = G g G^T is transformed once, in Python
-// (mama.models.inference.winograd_filter), laid out (16, C, K). Per block of tiles:
-//   1. input transform of every tile into V (16, tiles, C), channels contiguous;
-//   2. 16 GEMMs V[i] (tiles x C) @ U[i] (C x K) -> M (16, tiles, K), one at::bmm_out call;
-//   3. output transform of M into the output pixels, + bias, optional ReLU.
-// Blocks keep V and M cache-sized, so on large maps the transforms do not stream the 4x
-// larger V / M through main memory. Blocks are independent: parallel over blocks, no atomics.
+// Each M x M output tile is A^T [U (.) (B^T d B)] A for its (M+2) x (M+2) input tile d:
+// (M+2)^2 products per tile instead of 9 M^2 (F(4x4): 36 instead of 144). U = G g G^T is
+// transformed once, in Python (mama.ops.winograd_filter), laid out ((M+2)^2, C, K); M is
+// read off its first dimension. Per block of tiles:
+//   1. input transform of every tile into V ((M+2)^2, tiles, C), channels contiguous;
+//   2. (M+2)^2 GEMMs V[i] (tiles x C) @ U[i] (C x K) -> M ((M+2)^2, tiles, K), one at::bmm_out;
+//   3. output transform into the output pixels, + bias, optional ReLU.
+// Blocks keep V and M cache-sized, so on large maps the transforms do not stream the larger
+// V / M through main memory. Blocks are independent: parallel over blocks, no atomics.
 //
-// Dilation d: the output pixels (y0 + d*a, x0 + d*b), a, b in {0, 1}, form a tile whose input
-// taps are (y0 + d*(r-1), x0 + d*(s-1)), r, s in 0..3 (the d x d interleaved sub-images are
+// Dilation d: the output pixels (y0 + d*a, x0 + d*b), a, b in 0..M-1, form a tile whose input
+// taps are (y0 + d*(r-1), x0 + d*(s-1)), r, s in 0..M+1 (the d x d interleaved sub-images are
 // ordinary 3x3 convolutions). Tiles are enumerated per residue (y0 mod d, x0 mod d).
 //
 // Layout: x is read channels-last (B, H, W, C) and the output is written channels-last.

@@ -138,7 +138,7 @@ def swap_winograd(model: nn.Module) -> int:
                 continue
             relu_name = None
             if isinstance(module, nn.Sequential):
-                following = [(n, c) for n, c in children[pos + 1 :]]
+                following = children[pos + 1 :]
                 while following and type(following[0][1]) is nn.Identity:
                     following.pop(0)
                 if following and type(following[0][1]) is nn.ReLU:
