@@ -7,7 +7,8 @@ through the generator (and destroyer) in batches.
 
 On CPU the networks run as inference copies (mama.models.inference: BatchNorm folded,
 channels_last, Winograd 3x3 convolutions) made once when the Scorer is built, so the models
-passed in are never modified; `optimize=False` runs them as they are (`True` forces copies).
+passed in are never modified (copies passed in are used as they are); `optimize=False` runs
+the models as they are (`True` forces copies).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mama.models.inference import prepare_extractor, prepare_for_inference
+from mama.models.inference import copies_pay, prepare_extractor, prepare_for_inference
 from mama.train.losses import TRIPLET_MARGIN, bottleneck_sims, frame_sse
 
 CLIP_INPUTS = 4  # frames in, the fifth is predicted
@@ -37,9 +38,7 @@ class Scorer:
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
         if self.optimize is None:
-            # Measured: on CPU the copies pay (1.6x eval); on an H200 in float32 they were 9%
-            # slower and in bf16 no faster (benchmarks/README.md), so CUDA runs the models as is.
-            self.optimize = self.device.type == "cpu"
+            self.optimize = copies_pay(self.device)
         if self.optimize:
             self.generator = prepare_for_inference(self.generator, self.device)
             if self.destroyer is not None:

@@ -11,7 +11,7 @@ Protocols (each row says which, and whether any test label was used):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +124,8 @@ def evaluate(opts: EvalOptions) -> dict:
     if opts.fit_weights:
         train_videos = make_samples(opts.dataset, Path(opts.data_root), "training")[-2:]
         for name, with_d in variants:
-            fitted[name] = fit_weights_label_free(scorer if with_d else Scorer(net_g, extractor, None, device, batch_size=opts.batch_size),
+            # The generator-only scorer reuses the inference copies the first one made.
+            fitted[name] = fit_weights_label_free(scorer if with_d else replace(scorer, destroyer=None),
                                                   train_videos, size, with_d)[0]
     for name, with_d in variants:
         chosen = fitted.get(name, base_weights)

@@ -150,22 +150,37 @@ def swap_winograd(model: nn.Module) -> int:
     return swapped
 
 
+def copies_pay(device: torch.device | str) -> bool:
+    """Whether scoring on `device` should run inference copies. Measured: on CPU they pay
+    (evaluation 1.6-2x); on an H200 they were 9% slower in float32 and no faster in bf16
+    (benchmarks/README.md), so CUDA runs the models as they are."""
+    return torch.device(device).type == "cpu"
+
+
 def prepare_for_inference(model: nn.Module, device: torch.device | str | None = None,
                           winograd: bool | None = None) -> nn.Module:
     """A frozen eval copy of `model` for scoring: BN folded, channels_last, and on CPU
-    Winograd for the wide 3x3 convolutions (`winograd=None`: on CPU only). `model` is untouched."""
+    Winograd for the wide 3x3 convolutions (`winograd=None`: on CPU only). `model` is untouched;
+    a model that already is such a copy is returned as it is."""
+    if getattr(model, "is_inference_copy", False):
+        return model
     param = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
     prepared = copy.deepcopy(model).eval().requires_grad_(False)
     fold_batchnorm(prepared)
     if winograd if winograd is not None else device.type == "cpu":
         swap_winograd(prepared)
+    prepared.is_inference_copy = True
     return prepared.to(device=device, memory_format=torch.channels_last)
 
 
 def prepare_extractor(extractor, device: torch.device | str | None = None, winograd: bool | None = None):
     """A copy of a FeatureExtractor whose providers' networks (FlowNet, DeepLab) are
-    `prepare_for_inference` copies; weight-free providers are shared as they are."""
+    `prepare_for_inference` copies; weight-free providers are shared as they are. Preparing
+    DeepLabv3 + FlowNet2-SD takes seconds, so an extractor that already is such a copy is
+    returned as it is (a trainer prepares its frozen extractor once, not per validation)."""
+    if getattr(extractor, "is_inference_copy", False):
+        return extractor
     prepared = copy.copy(extractor)
     for role in ("motion", "labels"):
         provider = getattr(extractor, role)
@@ -175,4 +190,5 @@ def prepare_extractor(extractor, device: torch.device | str | None = None, winog
             for name, net in nets.items():
                 setattr(provider, name, prepare_for_inference(net, device, winograd))
             setattr(prepared, role, provider)
+    prepared.is_inference_copy = True
     return prepared

@@ -11,6 +11,7 @@ at the end a calibration of the score streams on normal videos for `mama score`.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from mama.errors import MamaError
 from mama.evaluate.calibrate import calibrate, validation_auc, validation_psnr
 from mama.evaluate.engine import Scorer, needs_background
 from mama.models.build import build_extractor, build_models_from_checkpoint, build_stage_models
+from mama.models.inference import copies_pay, prepare_extractor, prepare_for_inference
 from mama.train import losses
 from mama.train.feature_cache import FeatureCache
 from mama.train.runtime import (
@@ -265,6 +267,13 @@ class Trainer:
     def scorer(self) -> Scorer:
         raise NotImplementedError
 
+    @functools.cached_property
+    def scoring_extractor(self):
+        """The frozen feature networks as validation scores with them, prepared once per run
+        (inference copies take seconds to make for DeepLabv3 + FlowNet2-SD)."""
+        dev = self.rt.device
+        return prepare_extractor(self.extractor, dev) if copies_pay(dev) else self.extractor
+
     def _maybe_compile(self, m: nn.Module) -> nn.Module:
         return torch.compile(m) if self.cfg.compile and self.rt.device.type == "cuda" else m
 
@@ -338,7 +347,7 @@ class GeneratorTrainer(Trainer):
         }
 
     def scorer(self) -> Scorer:
-        return Scorer(_unwrap(self.net_g).eval(), self.extractor, None, self.rt.device, amp=False)
+        return Scorer(_unwrap(self.net_g).eval(), self.scoring_extractor, None, self.rt.device, amp=False)
 
     def validate(self) -> tuple[float, str, bool]:
         scorer = self.scorer()
@@ -421,7 +430,14 @@ class DestroyerTrainer(Trainer):
         return {"loss/destroy": loss.item(), "lr/a": self.opt_a.param_groups[0]["lr"]}
 
     def scorer(self) -> Scorer:
-        return Scorer(self.net_g, self.extractor, _unwrap(self.net_a).eval(), self.rt.device, amp=False)
+        return Scorer(self.scoring_generator, self.scoring_extractor, _unwrap(self.net_a).eval(), self.rt.device,
+                      amp=False)
+
+    @functools.cached_property
+    def scoring_generator(self) -> nn.Module:
+        """The frozen generator as validation scores with it, prepared once per run."""
+        dev = self.rt.device
+        return prepare_for_inference(self.net_g, dev) if copies_pay(dev) else self.net_g
 
     def validate(self) -> tuple[float, str, bool]:
         scorer = self.scorer()

@@ -194,3 +194,19 @@ def test_scorer_streams_equal_with_and_without_inference_copies():
     assert plain.keys() == fast.keys() == {"sse", "sim_motion", "sim_label", "destroyer_sse"}
     for key in plain:
         torch.testing.assert_close(torch.from_numpy(fast[key]), torch.from_numpy(plain[key]), atol=1e-6, rtol=1e-4)
+
+
+def test_copies_are_made_once():
+    """Preparing a copy again returns it unchanged: a trainer's frozen extractor and a
+    Scorer rebuilt from another Scorer's copies do not pay for new ones."""
+    torch.manual_seed(16)
+    net = F2LMGenerator(label_channels=4, base=8)
+    fast = prepare_for_inference(net)
+    assert prepare_for_inference(fast) is fast and not getattr(net, "is_inference_copy", False)
+    extractor = FeatureExtractor(DISFlow(), ForegroundLabels())
+    prepared = prepare_extractor(extractor)
+    assert prepare_extractor(prepared) is prepared
+    scorer = Scorer(net, prepared, None)
+    assert scorer.generator is not net and scorer.extractor is prepared
+    again = Scorer(scorer.generator, scorer.extractor, None)
+    assert again.generator is scorer.generator
