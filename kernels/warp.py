@@ -19,7 +19,8 @@ from torch import Tensor
 
 @triton.jit
 def _taps(flow_ptr, pixel, mask, H, W):
-    """Flat plane indices of the four neighbours of each pixel's sample point and (alpha, beta).
+    """Each pixel's batch index and in-plane index, the flat plane indices of the four
+    neighbours of its sample point, and (alpha, beta).
 
     flow_ptr: (B, 2, H, W) contiguous flow; pixel: (BLOCK,) int64 index into B*H*W.
     """
@@ -44,7 +45,13 @@ def _taps(flow_ptr, pixel, mask, H, W):
     right = tl.minimum(tl.maximum(xi + 1, 0), W - 1)
     top = tl.minimum(tl.maximum(yi, 0), H - 1)
     bottom = tl.minimum(tl.maximum(yi + 1, 0), H - 1)
-    return top * W + left, top * W + right, bottom * W + left, bottom * W + right, alpha, beta
+    return b, rem, top * W + left, top * W + right, bottom * W + left, bottom * W + right, alpha, beta
+
+
+@triton.jit
+def _bilinear_weights(alpha, beta):
+    """Weights of the top-left, top-right, bottom-left, bottom-right neighbours."""
+    return (1 - alpha) * (1 - beta), alpha * (1 - beta), (1 - alpha) * beta, alpha * beta
 
 
 @triton.jit
@@ -61,14 +68,9 @@ def _warp_fwd_kernel(
 ):
     pixel = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = pixel < n_pixels
-    tl_i, tr_i, bl_i, br_i, alpha, beta = _taps(flow_ptr, pixel, mask, H, W)
-    w_tl = (1 - alpha) * (1 - beta)
-    w_tr = alpha * (1 - beta)
-    w_bl = (1 - alpha) * beta
-    w_br = alpha * beta
+    b, rem, tl_i, tr_i, bl_i, br_i, alpha, beta = _taps(flow_ptr, pixel, mask, H, W)
+    w_tl, w_tr, w_bl, w_br = _bilinear_weights(alpha, beta)
     hw = H * W
-    b = pixel // hw
-    rem = pixel % hw
     squares = tl.zeros_like(alpha)
     for c in range(C):
         plane = (b * C + c) * hw
@@ -103,14 +105,9 @@ def _warp_bwd_kernel(
 ):
     pixel = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = pixel < n_pixels
-    tl_i, tr_i, bl_i, br_i, alpha, beta = _taps(flow_ptr, pixel, mask, H, W)
-    w_tl = (1 - alpha) * (1 - beta)
-    w_tr = alpha * (1 - beta)
-    w_bl = (1 - alpha) * beta
-    w_br = alpha * beta
+    b, rem, tl_i, tr_i, bl_i, br_i, alpha, beta = _taps(flow_ptr, pixel, mask, H, W)
+    w_tl, w_tr, w_bl, w_br = _bilinear_weights(alpha, beta)
     hw = H * W
-    b = pixel // hw
-    rem = pixel % hw
     if RESIDUAL:
         # d|d|/dd = d / |d|; where the norm is 0 its gradient is defined as 0.
         norm = tl.load(norm_ptr + pixel, mask=mask, other=1.0)
