@@ -98,7 +98,7 @@ def guess_stage(state_dict: dict) -> str:
         return "a generator checkpoint"
     if any(k.startswith("inc.") for k in keys):
         return "a destroyer checkpoint"
-    if any(k.startswith("out_conv.") for k in keys):
+    if any(k.startswith("net.") for k in keys):
         return "a discriminator checkpoint"
     return "no known mama or reference model"
 
@@ -162,11 +162,8 @@ def build_destroyer_from_state_dict(state_dict: dict, source: str = "<state dict
 def build_discriminator_from_state_dict(state_dict: dict, source: str = "<state dict>") -> PatchDiscriminator:
     """Build a PatchDiscriminator whose widths fit `state_dict`, and load it."""
     state_dict = discriminator_module.checkpoint_filter_fn(state_dict)
-    first = _require(state_dict, "conv1.0.weight", source, "discriminator")
-    widths = []
-    while f"conv{len(widths) + 1}.0.weight" in state_dict:
-        widths.append(state_dict[f"conv{len(widths) + 1}.0.weight"].shape[0])
-    model = PatchDiscriminator(in_channels=first.shape[1], widths=tuple(widths))
+    first = _require(state_dict, "net.0.weight", source, "discriminator")
+    model = PatchDiscriminator(in_channels=first.shape[1], widths=discriminator_module.widths_from_state_dict(state_dict))
     return load_strict(model, state_dict, source, "discriminator")
 
 

@@ -48,8 +48,11 @@ class Destroyer(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
-    """The reference's destroyer init: BN weight ~ N(1, 0.02), bias 0; convs keep PyTorch's default."""
-    if isinstance(module, nn.BatchNorm2d):
+    """The reference's destroyer init: every Conv2d and ConvTranspose2d weight ~ N(0, 0.02)
+    (their biases keep PyTorch's default), BatchNorm weight ~ N(1, 0.02) and bias 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 

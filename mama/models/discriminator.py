@@ -1,20 +1,15 @@
 """PatchGAN discriminator for the generator's LSGAN adversarial loss.
 
-As in the paper's reference code (the future-frame-prediction discriminator): four 4x4
-convs 3 -> 128 -> 256 -> 512 (stride 2, LeakyReLU 0.2) -> 512 (stride 1, LeakyReLU 0.2),
-then a 4x4 stride-1 conv to one channel and a sigmoid; the LSGAN loss is taken against
-that sigmoid output. A 256x256 input gives a (B, 1, 30, 30) patch map.
+The reference code's discriminator (the pix2pix-style "PixelDiscriminator" of the paper
+repository): five 4x4 convolutions, every one with padding 2, strides 2, 2, 2, 1, 1,
+channels 3 -> 128 -> 256 -> 512 -> 512 -> 1, a LeakyReLU(0.2) after each but the last, and
+a sigmoid on the output; the LSGAN loss is taken against that sigmoid. A 256x256 input
+gives a (B, 1, 35, 35) patch map (256 -> 129 -> 65 -> 33 -> 34 -> 35).
 
-Module (state-dict) layout, for widths (w1, .., wn):
+Module (state-dict) layout, the reference's, so its 'net_d' loads strictly:
 
-    conv1 .. conv{n}     Sequential(Conv2d k4 p1 (stride 2, stride 1 for the last), LeakyReLU)
-                         keys conv{i}.0.weight (w_i, w_{i-1}, 4, 4), conv{i}.0.bias (w_i,)
-    out_conv             Sequential(Conv2d k4 s1 p1 wn -> 1)
-                         keys out_conv.0.weight (1, wn, 4, 4), out_conv.0.bias (1,)
-
-This is the layout of the reference authors' discriminator as published in their
-future-frame-prediction code; the paper repository ships it only as bytecode, so a
-reference 'net_d' that differs is reported by the strict loader (mama.models.checkpoint).
+    net     Sequential(conv, LeakyReLU, conv, LeakyReLU, conv, LeakyReLU, conv, LeakyReLU, conv)
+            keys net.0, net.2, net.4, net.6 (the hidden convs, weight + bias) and net.8 (-> 1)
 """
 from __future__ import annotations
 
@@ -22,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from mama.models.layers import strip_module_prefix
+
+KERNEL, PADDING = 4, 2
 
 
 class PatchDiscriminator(nn.Module):
@@ -33,24 +30,21 @@ class PatchDiscriminator(nn.Module):
             raise ValueError(f"PatchDiscriminator: bad sizes in={in_channels} widths={widths}")
         self.in_channels = in_channels
         self.widths = tuple(widths)
+        layers: list[nn.Module] = []
         prev = in_channels
         for i, width in enumerate(widths):
-            stride = 2 if i < len(widths) - 1 else 1  # the last conv keeps the resolution
-            layer = nn.Sequential(
-                nn.Conv2d(prev, width, 4, stride=stride, padding=1), nn.LeakyReLU(0.2, inplace=True)
-            )
-            self.add_module(f"conv{i + 1}", layer)
+            stride = 2 if i < len(widths) - 1 else 1  # the last hidden conv keeps the resolution
+            layers += [nn.Conv2d(prev, width, KERNEL, stride=stride, padding=PADDING), nn.LeakyReLU(0.2, inplace=True)]
             prev = width
-        self.out_conv = nn.Sequential(nn.Conv2d(prev, 1, 4, stride=1, padding=1))
+        layers.append(nn.Conv2d(prev, 1, KERNEL, stride=1, padding=PADDING))
+        self.net = nn.Sequential(*layers)
         self.apply(_init_weights)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, in_channels, H, W) -> (B, 1, h, w) probabilities."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"PatchDiscriminator: input must be (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        for i in range(len(self.widths)):
-            x = getattr(self, f"conv{i + 1}")(x)
-        return torch.sigmoid(self.out_conv(x))
+        return torch.sigmoid(self.net(x))
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -59,11 +53,18 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
 
 
+def widths_from_state_dict(state_dict: dict) -> tuple[int, ...]:
+    """The hidden widths of a discriminator state dict (net.0, net.2, ... before the last conv)."""
+    convs = sorted((int(k.split(".")[1]), v) for k, v in state_dict.items()
+                   if k.startswith("net.") and k.endswith(".weight"))
+    return tuple(int(v.shape[0]) for _, v in convs[:-1])
+
+
 def checkpoint_filter_fn(state_dict: dict, model: PatchDiscriminator | None = None) -> dict:
     """Turn a foreign checkpoint into this model's state dict.
 
     Recognised: a reference-code training checkpoint (a dict holding 'net_d') -> its
-    'net_d'; keys prefixed `module.`. No key is renamed.
+    'net_d'; keys prefixed `module.`. The reference's names are this model's.
     """
     if "net_d" in state_dict:
         state_dict = state_dict["net_d"]

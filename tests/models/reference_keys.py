@@ -2,7 +2,7 @@
 
 Written out from the paper's reference code (its network/GUNet.py 'net_g', network/DUNet.py
 'net_a', at the paper's sizes: base 64, 12 frame / 6 flow / 84 label channels, 3 out) and
-from its authors' future-frame-prediction PatchGAN discriminator ('net_d'). Facts only:
+its pix2pix-style PixelDiscriminator ('net_d'). Facts only:
 key names in state-dict order and tensor shapes. Key order is the reference's module
 registration order; BatchNorm carries num_batches_tracked (a 0-d tensor).
 """
@@ -335,16 +335,17 @@ DESTROYER_KEYS: dict[str, tuple[int, ...]] = {
     "outc.bias": (3,),
 }
 
-# 'net_d': PatchGAN discriminator, widths (128, 256, 512, 512).
+# 'net_d': the reference's PixelDiscriminator: Sequential of five 4x4 convs (padding 2) with a
+# LeakyReLU between them; parameters at indices 0, 2, 4, 6, 8.
 DISCRIMINATOR_KEYS: dict[str, tuple[int, ...]] = {
-    "conv1.0.weight": (128, 3, 4, 4),
-    "conv1.0.bias": (128,),
-    "conv2.0.weight": (256, 128, 4, 4),
-    "conv2.0.bias": (256,),
-    "conv3.0.weight": (512, 256, 4, 4),
-    "conv3.0.bias": (512,),
-    "conv4.0.weight": (512, 512, 4, 4),
-    "conv4.0.bias": (512,),
-    "out_conv.0.weight": (1, 512, 4, 4),
-    "out_conv.0.bias": (1,),
+    "net.0.weight": (128, 3, 4, 4),
+    "net.0.bias": (128,),
+    "net.2.weight": (256, 128, 4, 4),
+    "net.2.bias": (256,),
+    "net.4.weight": (512, 256, 4, 4),
+    "net.4.bias": (512,),
+    "net.6.weight": (512, 512, 4, 4),
+    "net.6.bias": (512,),
+    "net.8.weight": (1, 512, 4, 4),
+    "net.8.bias": (1,),
 }

@@ -209,3 +209,25 @@ def test_generator_built_from_a_state_dict_in_memory():
     assert_same_generator(rebuilt.eval(), generator, 4)
     with pytest.raises(MamaError, match="memory: not a generator checkpoint"):
         build_generator_from_state_dict(small_destroyer(12).state_dict(), "memory")
+
+
+def test_a_paper_size_reference_checkpoint_loads_into_default_models(tmp_path):
+    # The reference's make_models_dict at the paper's sizes, tensors drawn from its key schema
+    # (written from the reference code, not from our models): every net loads strictly.
+    from tests.models.reference_keys import DESTROYER_KEYS, DISCRIMINATOR_KEYS, GENERATOR_KEYS
+
+    gen = torch.Generator().manual_seed(26)
+
+    def random_state(schema):
+        return {k: torch.randint(0, 5, shape) if k.endswith("num_batches_tracked") else torch.randn(shape, generator=gen)
+                for k, shape in schema.items()}
+
+    payload = {"net_g": random_state(GENERATOR_KEYS), "net_a": random_state(DESTROYER_KEYS),
+               "net_d": random_state(DISCRIMINATOR_KEYS), "step": 15000, "a_best_auc": 0.99}
+    path = tmp_path / "a_best_auc_ped2.pth"
+    torch.save(payload, path)
+    ckpt = load_reference_checkpoint(path)
+    for key, model in (("net_g", F2LMGenerator()), ("net_a", Destroyer()), ("net_d", PatchDiscriminator())):
+        model.load_state_dict(ckpt[key], strict=True)
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, payload[key][name]), (key, name)

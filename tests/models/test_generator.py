@@ -125,8 +125,8 @@ def test_destroyer_and_discriminator_shapes_64():
     assert y.shape == (2, 3, 64, 64) and y.dtype == torch.float32 and y.abs().max() <= 1
     disc = PatchDiscriminator(widths=(16, 32, 64, 64)).eval()
     p = disc(x)
-    # 64 -> 32 -> 16 -> 8 (stride 2) -> 7 (k4 s1 p1) -> 6 (k4 s1 p1)
-    assert p.shape == (2, 1, 6, 6) and p.dtype == torch.float32
+    # k4 p2: 64 -> 33 -> 17 -> 9 (stride 2) -> 10 -> 11 (stride 1)
+    assert p.shape == (2, 1, 11, 11) and p.dtype == torch.float32
     assert ((p > 0) & (p < 1)).all()
 
 
@@ -219,10 +219,44 @@ def test_weight_init_follows_the_reference():
     assert torch.count_nonzero(gen.outc.bias) == 0 and torch.count_nonzero(gen.se.fc1.bias) == 0
     assert torch.equal(gen.inc_x.conv.conv[1].weight, torch.ones(32))
     disc = PatchDiscriminator()
-    w = disc.conv3[0].weight
+    w = disc.net[4].weight
     assert abs(w.std().item() - 0.02) < 0.001
-    bn = Destroyer(base=32).down3.mpconv[1].conv[4].weight
-    assert abs(bn.mean().item() - 1) < 0.01 and 0.01 < bn.std().item() < 0.03
+
+
+def test_destroyer_init_follows_the_reference():
+    # Every conv and transposed conv weight ~ N(0, 0.02), BN weight ~ N(1, 0.02) and bias 0.
+    torch.manual_seed(24)
+    destroyer = Destroyer(base=32)
+    convs = [m for m in destroyer.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(convs) == 4 * 2 + 3 * 3 + 1  # 4 encoder + 3 decoder double convs, 3 up-convs, outc
+    for m in convs:
+        w = m.weight.detach()
+        # PyTorch's default (kaiming-uniform) would give std ~ 1/sqrt(3 * fan_in): 0.11 at fan_in 27.
+        assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002, m
+    # The widest layers have ~600k weights: their std is 0.02 within 0.1%.
+    widest = destroyer.down3.mpconv[1].conv[3].weight.detach()
+    assert abs(widest.std().item() - 0.02) < 2e-4
+    bns = [m for m in destroyer.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    weights = torch.cat([m.weight.detach() for m in bns])
+    assert abs(weights.mean().item() - 1) < 0.002 and abs(weights.std().item() - 0.02) < 0.002
+    assert all(torch.count_nonzero(m.bias) == 0 for m in bns)
+
+
+def test_discriminator_is_the_reference_layout():
+    # k4 / p2 everywhere, strides 2, 2, 2, 1, 1: a 256x256 frame gives a 35x35 patch map.
+    with torch.device("meta"):
+        disc = PatchDiscriminator()
+        assert disc(torch.empty(2, 3, 256, 256)).shape == (2, 1, 35, 35)
+    convs = [m for m in disc.net if isinstance(m, torch.nn.Conv2d)]
+    assert [m.stride for m in convs] == [(2, 2)] * 3 + [(1, 1)] * 2
+    assert all(m.kernel_size == (4, 4) and m.padding == (2, 2) for m in convs)
+    assert [(m.in_channels, m.out_channels) for m in convs] == [(3, 128), (128, 256), (256, 512), (512, 512), (512, 1)]
+    acts = [m for m in disc.net if not isinstance(m, torch.nn.Conv2d)]
+    assert len(acts) == 4 and all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.2 for m in acts)
+    assert [k for k in disc.state_dict()] == [f"net.{i}.{p}" for i in (0, 2, 4, 6, 8) for p in ("weight", "bias")]
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(25)) * 2 - 1
+    y = PatchDiscriminator(widths=(8, 8, 8, 8))(x)
+    assert ((y > 0) & (y < 1)).all()  # sigmoid out
 
 
 @pytest.mark.compile
