@@ -398,12 +398,20 @@ NOISE_KINDS = ("dropout", "blur_weak", "blur_strong", "salt_pepper")
 BLUR_SIGMA = {"blur_weak": 1.0, "blur_strong": 3.0}
 
 
+def random_rate(low: float, high: float, generator: torch.Generator | None = None) -> float:
+    """A rate drawn uniformly from [low, high] and rounded to 2 decimals, as the reference
+    draws the destroyer's patch rate and dropout probability."""
+    return round(low + (high - low) * torch.rand((), generator=generator).item(), 2)
+
+
 def random_patch_mask(grid: tuple[int, int] = (8, 8), rate_range: tuple[float, float] = (0.05, 0.5),
                       generator: torch.Generator | None = None) -> Tensor:
-    """A (rows, cols) bool grid with round(rate * rows * cols) patches set (at least one).
+    """A (rows, cols) bool grid, each patch selected independently with probability `rate`.
 
-    rate is drawn uniformly from rate_range (the paper: 5-50% of the 8 x 8 grid of 32 x 32
-    patches of a 256 x 256 frame). Deterministic for a seeded CPU `generator`.
+    rate = `random_rate(*rate_range)` (the paper: 5-50% of the 8 x 8 grid of 32 x 32 patches
+    of a 256 x 256 frame). As in the reference the count is binomial, so it varies around
+    rate * rows * cols and can be zero (then nothing is damaged). Deterministic for a seeded
+    CPU `generator`.
     """
     rows, cols = grid
     low, high = rate_range
@@ -412,11 +420,8 @@ def random_patch_mask(grid: tuple[int, int] = (8, 8), rate_range: tuple[float, f
             f"random_patch_mask: grid {grid} must be positive and rate_range {rate_range} "
             "must satisfy 0 <= low <= high <= 1"
         )
-    rate = low + (high - low) * torch.rand((), generator=generator).item()
-    count = max(1, round(rate * rows * cols))
-    mask = torch.zeros(rows * cols, dtype=torch.bool)
-    mask[torch.randperm(rows * cols, generator=generator)[:count]] = True
-    return mask.view(rows, cols)
+    rate = random_rate(low, high, generator)
+    return (torch.rand(rows * cols, generator=generator) < rate).view(rows, cols)
 
 
 def _check_noise_args(x: Tensor, mask: Tensor, kind: str, p: float) -> None:

@@ -6,7 +6,7 @@ import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from mama.errors import MamaError
-from mama.ops import NOISE_KINDS, patch_noise, random_patch_mask
+from mama.ops import NOISE_KINDS, patch_noise, random_patch_mask, random_rate
 
 
 def frames(shape=(3, 3, 64, 96), seed=0, dtype=torch.float32):
@@ -112,18 +112,31 @@ def test_float64_and_small_patches():
         assert torch.equal(y[..., ~pixel_mask(mask, 8, 8)], x[..., ~pixel_mask(mask, 8, 8)])
 
 
-def test_random_patch_mask_rate_and_determinism():
+def test_random_rate_is_uniform_and_rounded_to_two_decimals():
+    gen = torch.Generator().manual_seed(5)
+    rates = [random_rate(0.05, 0.5, gen) for _ in range(20000)]
+    assert all(0.05 <= r <= 0.5 and r == round(r, 2) for r in rates)
+    assert len(set(rates)) == 46  # every value 0.05, 0.06, ..., 0.50 occurs
+    assert abs(sum(rates) / len(rates) - 0.275) < 0.004  # 4 sd of the mean of 20k draws
+
+
+def test_random_patch_mask_is_binomial_per_patch_and_deterministic():
     counts = []
-    for seed in range(200):
+    for seed in range(400):
         mask = random_patch_mask((8, 8), (0.05, 0.5), generator=torch.Generator().manual_seed(seed))
         assert mask.shape == (8, 8) and mask.dtype == torch.bool
         counts.append(int(mask.sum()))
-    assert min(counts) >= round(0.05 * 64) and max(counts) <= round(0.5 * 64)
-    assert max(counts) - min(counts) > 15  # the rate really varies
+    counts = torch.tensor(counts, dtype=torch.float64)
+    # Each patch on its own with probability rate ~ U[0.05, 0.5]: mean 64 * 0.275 = 17.6 patches,
+    # and a count that is sometimes zero (P(0) ~ 0.95^64 = 4% at rate 0.05; ~0.4% overall).
+    assert abs(counts.mean().item() - 17.6) < 1.0
+    assert counts.max() > 30 and counts.min() <= 1
+    none = [int(random_patch_mask((8, 8), (0.05, 0.05), generator=torch.Generator().manual_seed(s)).sum()) for s in range(300)]
+    assert none.count(0) > 0  # zero-patch masks occur
     same = [random_patch_mask(generator=torch.Generator().manual_seed(3)) for _ in range(2)]
     assert torch.equal(*same)
-    one = random_patch_mask((2, 3), (0.0, 0.0), generator=torch.Generator().manual_seed(0))
-    assert int(one.sum()) == 1  # at least one patch is always damaged
+    assert int(random_patch_mask((2, 3), (0.0, 0.0), generator=torch.Generator().manual_seed(0)).sum()) == 0
+    assert int(random_patch_mask((2, 3), (1.0, 1.0), generator=torch.Generator().manual_seed(0)).sum()) == 6
 
 
 def test_bad_arguments_raise():
