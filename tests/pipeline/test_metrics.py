@@ -68,6 +68,31 @@ def test_offline_fusion_is_the_reference_recipe():
     assert smoothed.shape == (50,) and smoothed.std() < expected.std()
 
 
+def test_offline_smoothing_reflects_at_the_edges_as_scipys_default():
+    # The reference calls gaussian_filter1d(distance, sigma=10): scipy's default mode, 'reflect'.
+    rng = np.random.default_rng(4)
+    x = np.r_[np.linspace(0.0, 1.0, 30), rng.uniform(size=60)]
+    streams = {"sse": x}
+    w = fusion.FusionWeights(0, 0, 1)
+    got = fusion.fuse_offline(streams, w, sigma=10)
+    from scipy.ndimage import gaussian_filter1d
+
+    np.testing.assert_allclose(got, gaussian_filter1d(fusion.minmax(x), 10), rtol=0, atol=1e-12)
+    # The edge mode matters within ~4 sigma of each end: 'nearest' would give other values there.
+    nearest = gaussian_filter1d(fusion.minmax(x), 10, mode="nearest")
+    assert np.abs(got[:20] - nearest[:20]).max() > 1e-3
+    np.testing.assert_allclose(got[45:46], nearest[45:46], atol=1e-2)
+
+
+def test_default_weights_are_in_the_reference_family():
+    # a + b + c = 5 and d one of the reference grid's four values; fixed, not fitted.
+    w = fusion.DEFAULT_WEIGHTS
+    assert w.a > 0 and w.b > 0 and w.c > 0 and w.a + w.b + w.c == pytest.approx(5.0)
+    assert w.d in (0.25, 0.5, 0.75, 1.0)
+    grid = fusion.oracle_grid(with_destroyer=True)
+    assert any(abs(g.a - w.a) < 1e-9 and abs(g.b - w.b) < 1e-9 and abs(g.c - w.c) < 1e-9 and g.d == w.d for g in grid)
+
+
 def test_online_fusion_is_causal():
     rng = np.random.default_rng(2)
     streams = {n: rng.normal(size=80) for n in fusion.GENERATOR_STREAMS}
