@@ -1,4 +1,4 @@
-"""The training data loader alone: ClipDataset + ClipSampler + DataLoader on the real UCSD
+"""The training data loader alone: ClipDataset + VideoBalancedSampler + DataLoader on the real UCSD
 Ped2 training frames (JPEG decode + resize to 256x256 + scale to [-1, 1]), as the trainer
 builds it, with 0, 1 and 2 worker processes. extra_info: frames decoded per second.
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mama.data.datasets import CLIP_LEN, ClipDataset, ClipSampler, make_samples
+from mama.data.datasets import CLIP_LEN, ClipDataset, VideoBalancedSampler, make_samples
 
 SIZE = (256, 256)
 BATCH = 4
@@ -28,7 +28,7 @@ def dataset(ped2_root):
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
 def test_loader_throughput(benchmark, dataset, workers):
-    loader = DataLoader(dataset, batch_size=BATCH, sampler=ClipSampler(dataset, seed=0), num_workers=workers,
+    loader = DataLoader(dataset, batch_size=BATCH, sampler=VideoBalancedSampler(dataset, BATCH, seed=0), num_workers=workers,
                         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                         prefetch_factor=4 if workers else None, drop_last=True)
 

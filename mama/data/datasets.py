@@ -3,8 +3,9 @@
 Pure `make_*_samples` functions list one `VideoRecord` per video (frames, labels); they
 never read pixels. `read_frame` / `load_video_frames` read frames as the reference code
 does (OpenCV, BGR, resized, float32 CHW in [-1, 1]); `ClipDataset` serves every window of
-`clip_len` consecutive frames (4 inputs + the target frame); `ClipSampler` walks those
-clips in an endless, resumable shuffled order; `frame_labels` gives the test labels in
+`clip_len` consecutive frames (4 inputs + the target frame); `VideoBalancedSampler` walks
+those clips in the reference code's endless order (batches of distinct videos, clips
+balanced per video), resumably; `frame_labels` gives the test labels in
 the order the evaluation scores frames.
 
 Layouts understood (labels: uint8 per frame, 1 = abnormal):
@@ -23,7 +24,8 @@ Layouts understood (labels: uint8 per frame, 1 = abnormal):
             training/frames/<video>/                training/<video>/
               (or training/videos/<video>.avi)
             testing/frames/01_0014/                 testing/01_0014/
-            testing/test_frame_mask/01_0014.npy     testing/testframemask/01_0014.npy
+            testing/test_frame_mask/01_0014.npy     testframemask/01_0014.npy
+        (testing/testframemask/ is read too)
 
     folder (`make_folder_samples(path)`): your own footage
         clip.mp4                       one video file (mp4, avi, mov, mkv)
@@ -60,6 +62,9 @@ CLIP_LEN = 5  # 4 input frames + the predicted one; also the fewest frames a vid
 DEFAULT_SIZE = (256, 256)  # (H, W), as the reference code
 BACKGROUND_FRAMES = 64  # the most frames the per-pixel median background looks at
 SHANGHAI_MASK_DIRS = ("test_frame_mask", "testframemask")  # community / paper repo names
+# Where the frame masks are looked for, relative to <root>/shanghai, in this order: the community
+# layout, the paper repo's (beside training/ and testing/), and its name under testing/.
+SHANGHAI_MASK_PATHS = ("testing/test_frame_mask", "testframemask", "testing/testframemask")
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,7 +251,8 @@ def make_mat_samples(root: str | Path, name: str, split: str) -> list[VideoRecor
 def make_shanghai_samples(root: str | Path, split: str) -> list[VideoRecord]:
     """ShanghaiTech in the community layout (frames/, test_frame_mask/) or the paper repo's."""
     _check_split(split)
-    split_dir = _split_dir(_dataset_dir(root, "shanghai"), split)
+    dataset_dir = _dataset_dir(root, "shanghai")
+    split_dir = _split_dir(dataset_dir, split)
     if (split_dir / "frames").is_dir():
         videos = _list_videos(split_dir / "frames")
     elif (split_dir / "videos").is_dir():
@@ -255,9 +261,10 @@ def make_shanghai_samples(root: str | Path, split: str) -> list[VideoRecord]:
         videos = _list_videos(split_dir, skip=SHANGHAI_MASK_DIRS)
     if split == "training":
         return _normal_labels(videos)
-    mask_dirs = [split_dir / d for d in SHANGHAI_MASK_DIRS if (split_dir / d).is_dir()]
+    mask_dirs = [dataset_dir / d for d in SHANGHAI_MASK_PATHS if (dataset_dir / d).is_dir()]
     if not mask_dirs:
-        raise MamaError(f"{split_dir}: no frame masks; put <video>.npy (0/1 per frame) in {split_dir / SHANGHAI_MASK_DIRS[0]}")
+        raise MamaError(f"{dataset_dir}: no frame masks; put <video>.npy (0/1 per frame) in "
+                        f"{dataset_dir / SHANGHAI_MASK_PATHS[0]} (or {dataset_dir / SHANGHAI_MASK_PATHS[1]})")
     labelled = []
     for video in videos:
         mask = mask_dirs[0] / f"{video.name}.npy"
@@ -371,6 +378,14 @@ def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) 
     return np.stack([read_frame(p, size) for p in video.frames])
 
 
+def read_video_frames(video: VideoRecord, indices, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
+    """Frames `indices` of a video as float32 (N, 3, H, W); a frame folder reads only those files."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if video.video_file is not None:
+        return load_video_frames(video, size)[indices]
+    return np.stack([read_frame(video.frames[i], size) for i in indices])
+
+
 def background_indices(num_frames: int) -> np.ndarray:
     """At most BACKGROUND_FRAMES evenly spaced frame indices."""
     return np.unique(np.linspace(0, num_frames - 1, min(num_frames, BACKGROUND_FRAMES)).round().astype(np.int64))
@@ -407,13 +422,18 @@ class ClipDataset(Dataset):
         self.size = tuple(size)
         self.clip_len = clip_len
         self.with_background = with_background
-        clips_per_video = np.array([v.num_frames - clip_len + 1 for v in self.videos])
-        self._starts = np.concatenate([[0], np.cumsum(clips_per_video)])  # first clip index of each video
+        self.clips_per_video = np.array([v.num_frames - clip_len + 1 for v in self.videos])
+        self._starts = np.concatenate([[0], np.cumsum(self.clips_per_video)])  # first clip index of each video
         self._decoded: dict[int, np.ndarray] = {}  # video index -> (T, 3, H, W), video files only
         self._backgrounds: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    @property
+    def first_clips(self) -> np.ndarray:
+        """Index of each video's first clip."""
+        return self._starts[:-1]
 
     def locate(self, index: int) -> tuple[int, int]:
         """(video index, target frame index) of clip `index`."""
@@ -459,56 +479,82 @@ def frame_labels(videos: list[VideoRecord], clip_len: int = CLIP_LEN) -> np.ndar
     return np.concatenate([v.labels[clip_len - 1 :] for v in videos]).astype(np.uint8)
 
 
-class ClipSampler(Sampler[int]):
-    """Endless shuffled walk over all clips, deterministic and resumable.
+class VideoBalancedSampler(Sampler[int]):
+    """The reference code's clip order: batches of distinct videos, clips balanced per video.
 
-    Epoch e visits every clip once in the order `permutation(seed, e)`, then epoch e + 1
-    starts with a fresh order. The state is (epoch, position), so a resumed run continues
-    with exactly the same indices. Indices are drawn in the main process, so it works
-    with DataLoader workers; but a loader with workers draws ahead of what training has
-    used, so save `state_dict(consumed=samples_used_since_start_or_load)` in that case.
+    The videos are shuffled once per round and cut into batches of `batch_size` distinct
+    videos (a round's last, incomplete batch is dropped, as the reference's DataLoader
+    over videos drops it); each time a video is drawn, it gives its next clip from its own
+    shuffled list of clips, which is reshuffled when used up. So every video contributes
+    equally whatever its length, and no clip repeats before its video's list is exhausted.
+    With fewer videos than `batch_size`, the rounds are concatenated and a batch may hold a
+    video twice.
+
+    Yields clip indices of a ClipDataset, `batch_size` consecutive ones per batch, forever.
+    The order is a pure function of (seed, samples consumed): a DataLoader with workers may
+    draw ahead, so resume with `resume_at(samples actually used)`.
     """
 
-    def __init__(self, dataset, seed: int = 0, shuffle: bool = True):
-        self.num_clips = len(dataset)
-        if self.num_clips == 0:
+    def __init__(self, dataset: "ClipDataset", batch_size: int, seed: int = 0):
+        self.clip_counts = [int(n) for n in dataset.clips_per_video]
+        self.starts = [int(s) for s in dataset.first_clips]
+        if not self.clip_counts or min(self.clip_counts) < 1:
             raise MamaError("no clips to sample; check the dataset path and split")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
         self.seed = seed
-        self.shuffle = shuffle
-        self._start = (0, 0)  # (epoch, position) when iteration (re)starts
-        self.epoch, self.position = self._start
+        self.start = 0  # samples consumed before iteration (re)starts
 
-    def order(self, epoch: int) -> np.ndarray:
-        """The clip order of one epoch."""
-        if not self.shuffle:
-            return np.arange(self.num_clips)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_clips)
+    @property
+    def num_videos(self) -> int:
+        return len(self.clip_counts)
+
+    def video_round(self, r: int) -> np.ndarray:
+        """The videos drawn in round r, in order (a permutation, trimmed to whole batches)."""
+        order = np.random.default_rng([self.seed, 0, r]).permutation(self.num_videos)
+        if self.num_videos >= self.batch_size:
+            order = order[: self.num_videos // self.batch_size * self.batch_size]
+        return order
+
+    def clip_round(self, video: int, r: int) -> np.ndarray:
+        """The order of video `video`'s clips in its r-th pass over them."""
+        return np.random.default_rng([self.seed, 1, video, r]).permutation(self.clip_counts[video])
+
+    def _videos(self):
+        r = 0
+        while True:
+            yield from (int(v) for v in self.video_round(r))
+            r += 1
 
     def __iter__(self):
-        self.epoch, self.position = self._start
-        while True:
-            order = self.order(self.epoch)
-            while self.position < self.num_clips:
-                index = int(order[self.position])
-                self.position += 1
-                yield index
-            self.epoch, self.position = self.epoch + 1, 0
+        drawn = [0] * self.num_videos  # clips each video has given so far
+        passes: dict[int, tuple[int, np.ndarray]] = {}  # video -> (pass number, clip order)
+        for i, video in enumerate(self._videos()):
+            k = drawn[video]
+            drawn[video] += 1
+            if i < self.start:  # replay what was consumed before a resume (indices are cheap)
+                continue
+            n = self.clip_counts[video]
+            r = k // n
+            if passes.get(video) is None or passes[video][0] != r:
+                passes[video] = (r, self.clip_round(video, r))
+            yield self.starts[video] + int(passes[video][1][k % n])
 
-    def _advanced(self, consumed: int) -> tuple[int, int]:
-        epoch, position = divmod(self._start[0] * self.num_clips + self._start[1] + consumed, self.num_clips)
-        return epoch, position
+    def resume_at(self, consumed: int) -> None:
+        """Start the next iteration after the first `consumed` samples of the order."""
+        self.start = int(consumed)
 
-    def state_dict(self, consumed: int | None = None) -> dict:
-        """{"epoch", "position"}: after the indices yielded so far, or after `consumed` samples."""
-        epoch, position = (self.epoch, self.position) if consumed is None else self._advanced(consumed)
-        if position == self.num_clips:  # an epoch just ended: the same point as the next one's start
-            epoch, position = epoch + 1, 0
-        return {"epoch": int(epoch), "position": int(position), "seed": self.seed, "num_clips": self.num_clips}
+    def state_dict(self, consumed: int) -> dict:
+        return {"consumed": int(consumed), "seed": self.seed, "batch_size": self.batch_size,
+                "clip_counts": list(self.clip_counts)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from `state` at the next iteration; the dataset must be the same size."""
-        if state.get("num_clips", self.num_clips) != self.num_clips:
-            raise MamaError(f"sampler state is for {state['num_clips']} clips, this dataset has {self.num_clips}; resume with the same dataset")
-        self.seed = state.get("seed", self.seed)
-        self._start = (int(state["epoch"]), int(state["position"]))
-        self.epoch, self.position = self._start
+        """Continue from `state`; the dataset and batch size must be those it was saved with."""
+        if list(state.get("clip_counts", self.clip_counts)) != self.clip_counts:
+            raise MamaError("sampler state is for another set of training videos; resume with the same dataset")
+        if int(state.get("batch_size", self.batch_size)) != self.batch_size:
+            raise MamaError(f"sampler state is for batch size {state['batch_size']}, this run has {self.batch_size}; "
+                            "resume with the same --batch-size (and number of processes)")
+        self.seed = int(state.get("seed", self.seed))
+        self.resume_at(state["consumed"])

@@ -66,13 +66,14 @@ def write_mat_dataset(
 
 
 def write_shanghai(root: Path, layout: str, masks: dict[str, np.ndarray], train_frames: tuple[int, ...] = (6,), seed: int = 0) -> Path:
-    """ShanghaiTech: layout 'community' (frames/, test_frame_mask/) or 'paper' (paper repo's)."""
+    """ShanghaiTech: layout 'community' (testing/frames/, testing/test_frame_mask/) or 'paper' (the
+    paper repo's: testing/<video>/ and the masks in testframemask/ beside training/ and testing/)."""
     rng = np.random.default_rng(seed)
     dataset = root / "shanghai"
     if layout == "community":
         train_dir, test_dir, mask_dir = dataset / "training" / "frames", dataset / "testing" / "frames", dataset / "testing" / "test_frame_mask"
     elif layout == "paper":
-        train_dir, test_dir, mask_dir = dataset / "training", dataset / "testing", dataset / "testing" / "testframemask"
+        train_dir, test_dir, mask_dir = dataset / "training", dataset / "testing", dataset / "testframemask"
     else:
         raise ValueError(layout)
     for v, count in enumerate(train_frames, start=1):

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 import mama.data.datasets as ds
 from mama.data.datasets import (
     ClipDataset,
-    ClipSampler,
+    VideoBalancedSampler,
     VideoRecord,
     frame_labels,
     label_intervals,
@@ -124,6 +124,18 @@ def test_shanghai_layouts(tmp_path, layout):
         np.testing.assert_array_equal(video.labels, masks[video.name])
     train = make_samples("shanghai", tmp_path, "training")
     assert [v.num_frames for v in train] == [6, 7] and not any(v.labels.any() for v in train)
+
+
+def test_shanghai_paper_layout_reads_masks_beside_training_and_testing(tmp_path):
+    # The paper repo reads <data_root>/shanghai/testframemask/*.npy, not under testing/.
+    masks = {"01_0014": np.r_[np.zeros(3), np.ones(4)].astype(np.uint8)}
+    dataset = write_shanghai(tmp_path, "paper", masks)
+    assert (dataset / "testframemask" / "01_0014.npy").is_file() and not (dataset / "testing" / "testframemask").exists()
+    (video,) = make_shanghai_samples(tmp_path, "testing")
+    np.testing.assert_array_equal(video.labels, masks["01_0014"])
+    shutil.rmtree(dataset / "testframemask")
+    with pytest.raises(MamaError, match=r"shanghai: no frame masks; put <video>\.npy .* in .*testing/test_frame_mask \(or .*shanghai/testframemask\)"):
+        make_shanghai_samples(tmp_path, "testing")
 
 
 def test_shanghai_training_as_video_files(tmp_path):
@@ -369,14 +381,17 @@ def test_clip_dataset_rejects_short_videos(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# ClipSampler
+# VideoBalancedSampler
 # ---------------------------------------------------------------------------------------
-class Sized:
-    def __init__(self, n):
-        self.n = n
+class Clips:
+    """Stands in for a ClipDataset: only the per-video clip counts matter to the sampler."""
 
-    def __len__(self):
-        return self.n
+    def __init__(self, counts):
+        self.clips_per_video = np.array(counts)
+        self.first_clips = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def video_of(self, index):
+        return int(np.searchsorted(self.first_clips, index, side="right")) - 1
 
 
 def take(sampler, count):
@@ -384,41 +399,66 @@ def take(sampler, count):
     return [next(iterator) for _ in range(count)]
 
 
-def test_sampler_epochs_are_permutations_and_deterministic():
-    n = 37
-    stream = take(ClipSampler(Sized(n), seed=3), 3 * n)
-    epochs = [stream[k * n : (k + 1) * n] for k in range(3)]
-    for epoch in epochs:
-        assert sorted(epoch) == list(range(n))  # every clip once, no repeats
-    assert epochs[0] != epochs[1] != epochs[2]  # reshuffled each epoch
-    assert take(ClipSampler(Sized(n), seed=3), 3 * n) == stream
-    assert take(ClipSampler(Sized(n), seed=4), n) != epochs[0]
-    assert take(ClipSampler(Sized(n), seed=3, shuffle=False), n + 2) == [*range(n), 0, 1]
+COUNTS = [7, 3, 12, 5, 9, 4, 6, 8, 5]  # 9 videos of uneven length
 
 
-@pytest.mark.parametrize("stop", [10, 37, 50])  # mid-epoch, at the epoch boundary, in the second epoch
+def test_sampler_batches_hold_distinct_videos_and_drop_a_rounds_rest():
+    data = Clips(COUNTS)
+    stream = take(VideoBalancedSampler(data, batch_size=4, seed=3), 4 * 2 * 30)  # 30 rounds of 2 batches
+    videos = [data.video_of(i) for i in stream]
+    batches = [videos[k : k + 4] for k in range(0, len(videos), 4)]
+    assert all(len(set(b)) == 4 for b in batches)  # 4 different videos per batch
+    for r in range(30):  # a round = 8 of the 9 videos (the 9th is the dropped rest), each once
+        used = batches[2 * r] + batches[2 * r + 1]
+        assert len(set(used)) == 8
+    # Balanced per video, not per clip: a video's share does not depend on its length.
+    share = np.bincount(videos, minlength=9) / len(videos)
+    assert share.max() - share.min() < 0.05
+
+
+def test_sampler_draws_each_videos_clips_without_replacement():
+    data = Clips(COUNTS)
+    stream = take(VideoBalancedSampler(data, batch_size=3, seed=5), 3 * 400)
+    for v, n in enumerate(COUNTS):
+        mine = [i - data.first_clips[v] for i in stream if data.video_of(i) == v]
+        full = len(mine) // n
+        assert full >= 2
+        for p in range(full):  # every pass over the video's clips is a permutation of them
+            assert sorted(mine[p * n : (p + 1) * n]) == list(range(n))
+        assert mine[:n] != mine[n : 2 * n]  # reshuffled when refilled
+
+
+def test_sampler_is_deterministic_per_seed_and_copes_with_few_videos():
+    data = Clips(COUNTS)
+    a = take(VideoBalancedSampler(data, batch_size=4, seed=1), 100)
+    assert a == take(VideoBalancedSampler(data, batch_size=4, seed=1), 100)
+    assert a != take(VideoBalancedSampler(data, batch_size=4, seed=2), 100)
+    # Two videos, batches of 4: the rounds are concatenated, each video still half the draws.
+    few = Clips([10, 30])
+    stream = take(VideoBalancedSampler(few, batch_size=4, seed=0), 400)
+    assert np.bincount([few.video_of(i) for i in stream]).tolist() == [200, 200]
+    with pytest.raises(MamaError, match="no clips to sample"):
+        VideoBalancedSampler(Clips([]), batch_size=4)
+
+
+@pytest.mark.parametrize("stop", [8, 24, 36, 100])  # before, at, after a round boundary (8 per round), later
 def test_sampler_resumes_exactly(stop):
-    n = 37
-    reference = take(ClipSampler(Sized(n), seed=7), 3 * n)
-    first = ClipSampler(Sized(n), seed=7)
-    assert take(first, stop) == reference[:stop]
-    state = first.state_dict()
-    resumed = ClipSampler(Sized(n), seed=7)
-    resumed.load_state_dict(state)
-    assert take(resumed, 3 * n - stop) == reference[stop:]
-    # A loader that drew ahead: the state after the samples actually used is the same.
-    ahead = ClipSampler(Sized(n), seed=7)
-    take(ahead, stop + 9)
-    assert ahead.state_dict(consumed=stop) == state
-    with pytest.raises(MamaError, match=r"sampler state is for 37 clips, this dataset has 36"):
-        ClipSampler(Sized(36), seed=7).load_state_dict(state)
+    data = Clips(COUNTS)
+    reference = take(VideoBalancedSampler(data, batch_size=4, seed=7), 300)
+    resumed = VideoBalancedSampler(data, batch_size=4, seed=7)
+    resumed.load_state_dict(VideoBalancedSampler(data, batch_size=4, seed=7).state_dict(consumed=stop))
+    assert take(resumed, 300 - stop) == reference[stop:]
+    with pytest.raises(MamaError, match="another set of training videos"):
+        VideoBalancedSampler(Clips(COUNTS[:-1]), batch_size=4, seed=7).load_state_dict(resumed.state_dict(stop))
+    with pytest.raises(MamaError, match="batch size 4, this run has 2"):
+        VideoBalancedSampler(data, batch_size=2, seed=7).load_state_dict(resumed.state_dict(stop))
 
 
 def test_sampler_with_dataloader_workers(labelled_videos):
     dataset = ClipDataset(labelled_videos, size=(8, 8))
-    sampler = ClipSampler(dataset, seed=1)
-    loader = DataLoader(dataset, batch_size=3, sampler=sampler, num_workers=2)
-    expected = take(ClipSampler(dataset, seed=1), 12)
+    sampler = VideoBalancedSampler(dataset, batch_size=2, seed=1)
+    loader = DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=2)
+    expected = take(VideoBalancedSampler(dataset, batch_size=2, seed=1), 8)
     batches = []
     for batch in loader:
         batches.append(batch)
@@ -427,7 +467,7 @@ def test_sampler_with_dataloader_workers(labelled_videos):
     order = [dataset.locate(i) for i in expected]
     got = [(int(v), int(t)) for b in batches for v, t in zip(b["video"], b["target"])]
     assert got == order
-    assert batches[0]["clip"].shape == (3, 5, 3, 8, 8)
+    assert batches[0]["clip"].shape == (2, 5, 3, 8, 8)
 
 
 def test_video_record_is_frozen():
