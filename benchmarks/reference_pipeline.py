@@ -124,7 +124,8 @@ class ReferencePipeline:
             damaged = damage(pred)
             out = net_a(damaged)
             bg = torch.full_like(pred, BACKGROUND_VALUE)
-            loss = reference.patch_destroy_loss_loop(damaged, damaged, target, out, bg, patch, ld)
+            # A = the clean prediction, N = the damaged one, as the reference calls its loss.
+            loss = reference.patch_destroy_loss_loop(pred, damaged, target, out, bg, patch, ld)
             opt_a.zero_grad(set_to_none=True)
             loss.backward()
             opt_a.step()

@@ -126,7 +126,7 @@ class Workload:
         t.net_g = net_g.eval().requires_grad_(False)
         t.net_a = self.destroyer()
         t.model_meta = {}
-        t.opt_a = torch.optim.AdamW(t.net_a.parameters(), lr=t.cfg.lr_g, weight_decay=t.cfg.weight_decay)
+        t.opt_a = torch.optim.AdamW(t.net_a.parameters(), lr=t.cfg.lr_a, weight_decay=t.cfg.weight_decay)
         t.noise_gen = torch.Generator().manual_seed(self.seed)
         t.noise_gen_dev = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         t.cache = FeatureCache(self.extractor, self.device) if cache else None

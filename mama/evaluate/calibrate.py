@@ -1,5 +1,5 @@
-"""Label-free statistics on normal video: validation during training and the calibration
-that `mama score` and the online protocol use (stream mean/std, alarm threshold)."""
+"""Label-free statistics on normal video: the calibration that `mama score` and the online
+protocol use (stream mean/std, alarm threshold)."""
 from __future__ import annotations
 
 import numpy as np
@@ -50,26 +50,3 @@ def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: Fus
 
         calib["background"] = torch.from_numpy(np.ascontiguousarray(background, dtype=np.float32))
     return calib
-
-
-def validation_psnr(scorer: Scorer, videos: list[VideoRecord], size: int, n_clips: int, stream: str = "sse") -> float:
-    """Mean PSNR of (destroyed) predictions on held-out normal frames: no test label involved."""
-    streams = video_streams(scorer, videos, size, progress=False, max_frames=max(n_clips // max(len(videos), 1), 1))
-    mse = np.concatenate([s[stream] for s in streams])
-    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-10))))
-
-
-def validation_auc(scorer: Scorer, cfg) -> float:
-    """--select-on-test only: micro AUC on the TEST set with the default weights."""
-    from pathlib import Path
-
-    from mama import metrics
-    from mama.data.datasets import make_samples
-    from mama.evaluate.fusion import fuse_offline
-
-    videos = make_samples(cfg.dataset, Path(cfg.data_root), "testing")
-    streams = video_streams(scorer, videos, cfg.size, progress=False)
-    w = effective_weights(DEFAULT_WEIGHTS, streams[0])
-    fused = [fuse_offline(s, w) for s in streams]
-    labels = [v.labels[4:] for v in videos]
-    return metrics.summarize(fused, labels)["micro_auc"]

@@ -53,9 +53,14 @@ class Scorer:
             raise ValueError(f"a video needs more than {CLIP_INPUTS} frames to be scored, got {frames.shape[0]}")
         frames = frames.to(self.device)
         bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
-        cache = self.extractor.video_inputs(frames, bg)
+        return self.cache_streams(self.extractor.video_inputs(frames, bg))
+
+    @torch.inference_mode()
+    def cache_streams(self, cache) -> dict[str, np.ndarray]:
+        """Streams for targets 4..T-1 of a video whose features are already computed
+        (a FeatureExtractor.video_inputs cache): only the networks run."""
         out: dict[str, list[np.ndarray]] = {}
-        targets = torch.arange(CLIP_INPUTS, frames.shape[0], device=self.device)
+        targets = torch.arange(CLIP_INPUTS, cache.frames.shape[0], device=self.device)
         for chunk in targets.split(self.batch_size):
             streams = self.clip_streams(*self.extractor.clips_from_video(cache, chunk))
             for k, v in streams.items():
@@ -82,6 +87,28 @@ class Scorer:
         """(prediction, destroyer output) for a batch of clips, e.g. to draw damaged regions."""
         pred = self.generator(x, flows, labels).pred
         return pred, (self.destroyer(pred) if self.destroyer is not None else pred)
+
+    @torch.inference_mode()
+    def video_maps(self, frames, background=None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel maps for targets 4..T-1 of one video, each (T-4, H, W) float32: the
+        generator's error |prediction - frame| and the destroyer's damage |destroyed - prediction|
+        (each the max over channels, in [-1, 1] units)."""
+        frames = torch.as_tensor(frames, dtype=torch.float32).to(self.device)
+        bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
+        cache = self.extractor.video_inputs(frames, bg)
+        errors, damages = [], []
+        for chunk in torch.arange(CLIP_INPUTS, frames.shape[0], device=self.device).split(self.batch_size):
+            x, flows, labels, target = self.extractor.clips_from_video(cache, chunk)
+            pred, destroyed = self.destroyed(x, flows, labels)
+            errors.append(pixel_difference(pred, target))
+            damages.append(pixel_difference(destroyed, pred))
+        return np.concatenate(errors), np.concatenate(damages)
+
+
+def pixel_difference(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) x2 -> (B, H, W): max over channels of |a - b|; the destroyer's damage map
+    when a is its output and b the prediction it was given."""
+    return (a.float() - b.float()).abs().amax(dim=1).cpu().numpy()
 
 
 def needs_background(extractor) -> bool:

@@ -4,10 +4,14 @@ Stage 1, generator: F2LM generator + PatchGAN discriminator on clips of normal v
   G loss = intensity + gradient + 0.05 * LSGAN adversarial + sim_motion + sim_label.
 Stage 2, destroyer: U-Net over the frozen generator's predictions with synthetic patch
   damage, trained with the patch-destroy loss.
-Both: AdamW, progress bar, TensorBoard + JSON-lines log, atomic checkpoints (latest, best,
-final; periodic), exact resume (models, optimisers, step, RNG, sampler position), a clean
-stop on SIGINT/SIGTERM, a NaN/inf loss stops the run keeping the last good checkpoint, and
-at the end a calibration of the score streams on normal videos for `mama score`.
+Both: batches of distinct videos with clips balanced per video (the reference's sampling),
+AdamW, progress bar, TensorBoard + JSON-lines log, atomic checkpoints (latest, best, final;
+periodic), a label-free checkpoint choice (mama.evaluate.validation), exact resume (models,
+optimisers, step, RNG, sampler position), a clean stop on SIGINT/SIGTERM, a NaN/inf loss
+stops the run keeping the last good checkpoint, and at the end a calibration of the score
+streams on normal videos for `mama score`. With `batchnorm="eval-after-validation"` (the
+paper preset) the trained network runs its BatchNorm in eval mode from the first
+validation on, as the reference code's does (mama.config).
 """
 from __future__ import annotations
 
@@ -24,10 +28,11 @@ from torch.utils.data import DataLoader
 
 from mama import ops
 from mama.config import TrainConfig
-from mama.data.datasets import ClipDataset, ClipSampler, make_samples
+from mama.data.datasets import ClipDataset, VideoBalancedSampler, make_samples
 from mama.errors import MamaError
-from mama.evaluate.calibrate import calibrate, validation_auc, validation_psnr
+from mama.evaluate.calibrate import calibrate
 from mama.evaluate.engine import Scorer, needs_background
+from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator, test_set_auc
 from mama.models.build import build_extractor, build_models_from_checkpoint, build_stage_models
 from mama.models.inference import copies_pay, prepare_extractor, prepare_for_inference
 from mama.train import losses
@@ -47,12 +52,13 @@ from mama.train.runtime import (
 )
 
 CHECKPOINT_FORMAT = "mama-run-1"
+DAMAGE_RANGE = (0.05, 0.5)  # the destroyer's damage: patch rate and dropout p, each drawn in here
 
 
 class RankShard(torch.utils.data.Sampler):
     """The shared endless clip order, split across DDP ranks (rank r takes every world-th)."""
 
-    def __init__(self, sampler: ClipSampler, rank: int, world: int):
+    def __init__(self, sampler: VideoBalancedSampler, rank: int, world: int):
         self.sampler, self.rank, self.world = sampler, rank, world
 
     def __iter__(self):
@@ -85,14 +91,16 @@ class Trainer:
     def _data(self):
         c = self.cfg
         videos = make_samples(c.dataset, Path(c.data_root), "training")
-        # The last training video is held out for validation (PSNR on normal frames) and
-        # calibration, unless there are too few videos to spare one.
-        self.val_videos = videos[-1:] if len(videos) >= 3 else videos[:1]
-        self.train_videos = videos[:-1] if len(videos) >= 3 else videos
+        # `holdout` videos (the fast preset's last one) are kept out of training for validation and
+        # calibration, when there are enough to spare; the paper preset trains on all of them.
+        held = c.holdout if len(videos) > c.holdout + 1 else 0
+        self.train_videos = videos[: len(videos) - held]
+        self.val_videos = videos[len(videos) - held :] or self.train_videos
         self.dataset = ClipDataset(
             self.train_videos, size=(c.size, c.size), with_background=needs_background(self.extractor)
         )
-        self.sampler = ClipSampler(self.dataset, seed=c.seed)
+        # Under DDP every global batch holds distinct videos; each rank takes its share of it.
+        self.sampler = VideoBalancedSampler(self.dataset, c.batch_size * self.rt.world_size, seed=c.seed)
         sampler = RankShard(self.sampler, self.rt.rank, self.rt.world_size) if self.rt.distributed else self.sampler
         self.loader = DataLoader(
             self.dataset,
@@ -162,8 +170,7 @@ class Trainer:
         self.best = payload.get("best")
         set_rng_state(payload["rng"])
         # The clip order is a pure function of (seed, clips consumed): skip what was used.
-        consumed = self.step * c.batch_size * self.rt.world_size
-        self.sampler.load_state_dict(self.sampler.state_dict(consumed=consumed))
+        self.sampler.resume_at(self.step * c.batch_size * self.rt.world_size)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> Path:
@@ -227,20 +234,50 @@ class Trainer:
     def _validate(self) -> None:
         if not self.rt.is_main:
             return
-        value, name, higher_is_better = self.validate()
-        self.log.scalars(self.step, {f"val/{name}": value})
-        better = self.best is None or (value > self.best if higher_is_better else value < self.best)
-        if better:
-            self.best = value
+        with torch.no_grad():
+            name, values = self.validate()
+        self.set_train_mode()
+        self.log.scalars(self.step, {f"val/{k}": v for k, v in values.items()})
+        if self.best is None or values[name] > self.best:  # every selection figure is an AUC
+            self.best = values[name]
             self.save("best")
+
+    @property
+    def bn_frozen(self) -> bool:
+        """Whether the trained network's BatchNorm is in eval mode for the next step: with
+        `eval-after-validation` (paper preset) from the first validation (step val_interval) on."""
+        return self.cfg.batchnorm == "eval-after-validation" and self.step >= self.cfg.val_interval
+
+    def set_train_mode(self) -> None:
+        """Put the trained networks in the mode the next step runs them in."""
+        for net in self.trained_networks():
+            net.train(not self.bn_frozen)
+
+    @functools.cached_property
+    def validator(self) -> PseudoAnomalyValidator:
+        """The fixed pseudo-anomaly set, built (features included) at the first validation."""
+        c = self.cfg
+        kinds = GENERATOR_KINDS if self.stage == "generator" else DESTROYER_KINDS
+        return PseudoAnomalyValidator(self.extractor, self.val_videos, c.size, c.val_clips, kinds, c.seed, self.rt.device)
+
+    def validate(self) -> tuple[str, dict[str, float]]:
+        """(name of the selection figure, every validation figure)."""
+        c = self.cfg
+        scorer = self.scorer()
+        if c.select_on_test:
+            auc = test_set_auc(scorer, c.dataset, c.data_root, c.size, with_destroyer=self.stage == "destroyer")
+            return "test_auc_SELECTED_ON_TEST", {"test_auc_SELECTED_ON_TEST": auc}
+        values = {f"pseudo_{k}": v for k, v in self.validator.score(scorer).items()}
+        return "pseudo_auc", values
 
     def finish(self) -> None:
         """Calibrate the score streams on normal videos, write the final checkpoint."""
         if not self.rt.is_main:
             return
         scorer = self.scorer()
-        calib = calibrate(scorer, self.val_videos + self.train_videos[: max(self.cfg.calibrate_videos - 1, 0)],
-                          size=self.cfg.size)
+        # Held-out videos first (unseen normal video sets an honest threshold), then training ones.
+        videos = list(dict.fromkeys(self.val_videos + self.train_videos))[: max(self.cfg.calibrate_videos, 1)]
+        calib = calibrate(scorer, videos, size=self.cfg.size)
         self.calibration = calib
         self.save("final", {"calibration": calib})
         # best/latest get the calibration too, so any of them can be used with `mama score`.
@@ -261,7 +298,7 @@ class Trainer:
     def train_step(self, batch) -> dict[str, float]:
         raise NotImplementedError
 
-    def validate(self) -> tuple[float, str, bool]:
+    def trained_networks(self) -> list[nn.Module]:
         raise NotImplementedError
 
     def scorer(self) -> Scorer:
@@ -313,8 +350,7 @@ class GeneratorTrainer(Trainer):
     def train_step(self, batch) -> dict[str, float]:
         c = self.cfg
         x, flows, labels, target = self._batch_inputs(batch)
-        self.net_g.train()
-        self.net_d.train()
+        self.set_train_mode()
         amp = bool(c.amp) and self.rt.device.type == "cuda"
         # The reference order: every loss from the current G and D, then G's step, then D's.
         with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -346,17 +382,11 @@ class GeneratorTrainer(Trainer):
             "lr/g": self.opt_g.param_groups[0]["lr"], "lr/d": self.opt_d.param_groups[0]["lr"],
         }
 
+    def trained_networks(self) -> list[nn.Module]:
+        return [self.net_g, self.net_d]  # the discriminator has no BatchNorm: its mode changes nothing
+
     def scorer(self) -> Scorer:
         return Scorer(_unwrap(self.net_g).eval(), self.scoring_extractor, None, self.rt.device, amp=False)
-
-    def validate(self) -> tuple[float, str, bool]:
-        scorer = self.scorer()
-        try:
-            if self.cfg.select_on_test:
-                return validation_auc(scorer, self.cfg), "test_auc_SELECTED_ON_TEST", True
-            return validation_psnr(scorer, self.val_videos, self.cfg.size, self.cfg.val_clips), "psnr_heldout", True
-        finally:
-            self.net_g.train()
 
 
 class DestroyerTrainer(Trainer):
@@ -377,7 +407,7 @@ class DestroyerTrainer(Trainer):
         self.net_a = Destroyer(base=meta.get("base", c.base)).to(self.rt.device)
         self.model_meta = {**meta, "destroyer_base": meta.get("base", c.base)}
         self.cfg.motion, self.cfg.labels = motion, labels
-        self.opt_a = torch.optim.AdamW(self.net_a.parameters(), lr=c.lr_g, weight_decay=c.weight_decay, foreach=True)
+        self.opt_a = torch.optim.AdamW(self.net_a.parameters(), lr=c.lr_a, weight_decay=c.weight_decay, foreach=True)
         # Mask and rate are drawn on the CPU; the dropout draws on the frames' device.
         self.noise_gen = torch.Generator().manual_seed(c.seed)
         self.noise_gen_dev = torch.Generator(device=self.rt.device).manual_seed(c.seed + 1)
@@ -398,11 +428,13 @@ class DestroyerTrainer(Trainer):
         self.noise_gen_dev.set_state(p["noise_rng_device"])
 
     def damage(self, pred: torch.Tensor) -> torch.Tensor:
-        """The paper's damage: channel dropout (p in [0.05, 0.5]) on a random set of patches."""
+        """The paper's damage: channel dropout on the patches selected, one patch set for the
+        batch; each patch selected with probability rate, rate and dropout p each drawn in
+        [0.05, 0.5] and rounded to 2 decimals (so some batches are not damaged at all)."""
         c = self.cfg
         grid = (pred.shape[-2] // c.patch, pred.shape[-1] // c.patch)
-        mask = ops.random_patch_mask(grid, (0.05, 0.5), generator=self.noise_gen)
-        p = float(torch.empty(()).uniform_(0.05, 0.5, generator=self.noise_gen))
+        mask = ops.random_patch_mask(grid, DAMAGE_RANGE, generator=self.noise_gen)
+        p = ops.random_rate(*DAMAGE_RANGE, generator=self.noise_gen)
         return ops.patch_noise(pred, mask.to(pred.device), kind="dropout", p=p, generator=self.noise_gen_dev)
 
     def _predictions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -418,16 +450,22 @@ class DestroyerTrainer(Trainer):
     def train_step(self, batch) -> dict[str, float]:
         c = self.cfg
         pred, target = self._predictions(batch)
-        self.net_a.train()
+        self.set_train_mode()
         damaged = self.damage(pred)
         with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=bool(c.amp) and self.rt.device.type == "cuda"):
             out = self.a(damaged).float()
-        bg = torch.full_like(pred, -1.0)  # the reference's background: a black image
-        loss = ops.patch_destroy_loss(damaged, damaged, target, out, bg, c.patch, c.ld)
+        # The reference's background is a black image (its JPEG is near-black, about -0.977).
+        bg = torch.full_like(pred, -1.0)
+        # A = the clean prediction, N = the damaged one (the destroyer's input): undamaged patches
+        # are pulled back to the clean prediction, damaged ones (low SSIM to the target) to black.
+        loss = ops.patch_destroy_loss(pred, damaged, target, out, bg, c.patch, c.ld)
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_a.step()
         return {"loss/destroy": loss.item(), "lr/a": self.opt_a.param_groups[0]["lr"]}
+
+    def trained_networks(self) -> list[nn.Module]:
+        return [self.net_a]
 
     def scorer(self) -> Scorer:
         return Scorer(self.scoring_generator, self.scoring_extractor, _unwrap(self.net_a).eval(), self.rt.device,
@@ -438,17 +476,6 @@ class DestroyerTrainer(Trainer):
         """The frozen generator as validation scores with it, prepared once per run."""
         dev = self.rt.device
         return prepare_for_inference(self.net_g, dev) if copies_pay(dev) else self.net_g
-
-    def validate(self) -> tuple[float, str, bool]:
-        scorer = self.scorer()
-        try:
-            if self.cfg.select_on_test:
-                return validation_auc(scorer, self.cfg), "test_auc_SELECTED_ON_TEST", True
-            # Held-out normal frames: the destroyer should leave good predictions intact.
-            return validation_psnr(scorer, self.val_videos, self.cfg.size, self.cfg.val_clips,
-                                   stream="destroyer_sse"), "psnr_destroyed_heldout", True
-        finally:
-            self.net_a.train()
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -29,7 +29,8 @@ def test_generator_run_writes_its_files(tiny_run):
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert {"loss/g_total", "loss/sim_motion", "loss/sim_label", "train/psnr"} <= set(records[0])
     assert [r["step"] for r in records if "loss/g_total" in r] == [1, 4]
-    assert any("val/psnr_heldout" in r for r in records)
+    val = [r for r in records if "val/pseudo_auc" in r]
+    assert [r["step"] for r in val] == [2, 4] and all(0 <= r["val/pseudo_auc_skip"] <= 1 for r in val)
     payload = load_checkpoint(run / "final.pt")
     assert payload["step"] == 4 and payload["stage"] == "generator"
     assert payload["model"]["labels"] == "foreground" and payload["model"]["label_channels"] == 4
@@ -44,6 +45,93 @@ def test_training_changes_the_weights(tiny_run, tiny_synth, tmp_path):
     trained = _weights(tiny_run["generator"], "net_g")
     changed = [k for k, v in fresh.net_g.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, trained[k])]
     assert len(changed) > 0.9 * len(trained) * 0.5  # most parameters and BN statistics moved
+
+
+def test_destroyer_loss_gets_the_clean_prediction_the_damaged_one_and_the_target(tiny_run, tiny_synth, tmp_path,
+                                                                               monkeypatch):
+    # The reference: destroy_loss(A=clean prediction, N=damaged prediction (the destroyer's
+    # input), GT=real target frame, G=destroyer output, BG=black background).
+    seen = []
+    real_loss = trainer_mod.ops.patch_destroy_loss
+
+    def spy(A, N, GT, G, BG, patch, ld):
+        seen.append({k: v.detach().clone() for k, v in dict(A=A, N=N, GT=GT, G=G, BG=BG).items()})
+        return real_loss(A, N, GT, G, BG, patch, ld)
+
+    monkeypatch.setattr(trainer_mod.ops, "patch_destroy_loss", spy)
+    # 64x64 frames: a 2x2 grid of 32x32 patches, so the damage draws select some patches.
+    t = trainer_mod.DestroyerTrainer(tiny_train_config(tiny_synth, tmp_path / "d", stage="destroyer", iters=4, size=64,
+                                                       generator=str(tiny_run["generator"]), val_interval=100))
+    inputs, predictions = [], []
+    real_damage = t.damage
+
+    def damage(pred):
+        predictions.append(pred.clone())
+        out = real_damage(pred)
+        inputs.append(out.clone())
+        return out
+
+    t.damage = damage
+    t.run()
+    assert len(seen) == 4
+    damaged_somewhere = False
+    for args, pred, damaged in zip(seen, predictions, inputs):
+        torch.testing.assert_close(args["A"], pred, rtol=0, atol=0)
+        torch.testing.assert_close(args["N"], damaged, rtol=0, atol=0)
+        assert not args["A"].requires_grad and torch.equal(args["BG"], torch.full_like(pred, -1.0))
+        assert args["GT"].shape == pred.shape and not torch.equal(args["GT"], pred)
+        damaged_somewhere |= not torch.equal(args["A"], args["N"])
+    assert damaged_somewhere  # A and N are different tensors, not the damaged one twice
+
+
+@pytest.mark.parametrize("preset", ["paper", "fast"])
+def test_batchnorm_after_the_first_validation(preset, tiny_synth, tmp_path, monkeypatch):
+    # paper: the reference's validation leaves its networks in eval mode, so from the first
+    # validation (after step 2 here) on, BatchNorm's running statistics stay frozen while its
+    # affine parameters keep learning. fast: BatchNorm is trained normally throughout.
+    seen = []
+    real = trainer_mod.GeneratorTrainer.train_step
+
+    def step(self, batch):
+        out = real(self, batch)
+        bn = self.net_g.inc_x.conv.conv[1]
+        seen.append((self.net_g.training, bn.running_mean.clone(), bn.weight.detach().clone()))
+        return out
+
+    monkeypatch.setattr(trainer_mod.GeneratorTrainer, "train_step", step)
+    trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / preset, preset=preset, motion="dis",
+                                        labels="foreground", iters=5, val_interval=2, save_interval=100))
+    modes, means, weights = zip(*seen)
+    for k in range(1, 5):
+        assert not torch.equal(weights[k], weights[k - 1])  # the affine parameters always learn
+    if preset == "paper":
+        assert modes == (True, True, False, False, False)
+        assert not torch.equal(means[1], means[0])
+        assert all(torch.equal(means[k], means[1]) for k in (2, 3, 4))  # frozen from step 3 on
+    else:
+        assert modes == (True,) * 5
+        assert all(not torch.equal(means[k], means[k - 1]) for k in range(1, 5))
+
+
+def test_paper_preset_trains_on_every_video_in_batches_of_distinct_videos(tiny_synth, tmp_path, monkeypatch):
+    batches = []
+    real = trainer_mod.GeneratorTrainer.train_step
+
+    def step(self, batch):
+        batches.append([int(v) for v in batch["video"]])
+        return real(self, batch)
+
+    monkeypatch.setattr(trainer_mod.GeneratorTrainer, "train_step", step)
+    cfg = tiny_train_config(tiny_synth, tmp_path / "p", preset="paper", motion="dis", labels="foreground",
+                            iters=6, batch_size=3, val_interval=100)
+    t = trainer_mod.GeneratorTrainer(cfg)
+    t.run()
+    assert [v.name for v in t.train_videos] == ["01", "02", "03"]  # nothing held out
+    assert all(sorted(b) == [0, 1, 2] for b in batches)  # 3 videos, batches of 3: each video once
+    fast = trainer_mod.GeneratorTrainer(tiny_train_config(tiny_synth, tmp_path / "f", preset="fast"))
+    fast.build()
+    fast._data()
+    assert [v.name for v in fast.train_videos] == ["01", "02"] and [v.name for v in fast.val_videos] == ["03"]
 
 
 @pytest.mark.parametrize("stage", ["generator", "destroyer"])
