@@ -56,4 +56,21 @@ def print_table(result: dict) -> None:
         used = "YES: " + r["weights_from"] if r["test_labels_used"] else "no"
         t.add_row(r["protocol"], short.get(r["model"], r["model"]), f"{r['smoothing']:g}", f(r["micro_auc"]),
                   f(r["macro_auc"]), f(r["eer"]), f(r["ap"]), r["weights"], used)
-    Console(width=max(Console().width, 130)).print(t)
+    console = Console(width=max(Console().width, 130))
+    console.print(t)
+    if result.get("ablation"):
+        a = Table(title="stream ablation (clean protocol, the same streams re-fused; no test label used)")
+        keys = [k for k in result["ablation"][0] if k.startswith("micro_auc")]
+        for c in ("streams", "weights a,b,c,d", *keys):
+            a.add_column(c, no_wrap=True)
+        for r in result["ablation"]:
+            a.add_row(r["streams"], r["weights"], *(f"{r[k]:.4f}" for k in keys))
+        console.print(a)
+    loc = result.get("localisation")
+    if loc:
+        console.print(
+            f"destroyer localisation (pixel masks): damage AUROC {loc['damage_pixel_auroc']:.4f} "
+            f"(generator error {loc['generator_error_pixel_auroc']:.4f}); destroyed (> 0.5) inside anomalies "
+            f"{loc['damage_above_0.5_inside']:.1%}, outside {loc['damage_above_0.5_outside']:.1%}; "
+            f"{loc['damage_share_of_pixels_above_0.5_in_anomalies']:.1%} of destroyed pixels are anomalous "
+            f"({loc['anomalous_pixels'] / (loc['anomalous_pixels'] + loc['normal_pixels']):.1%} of all pixels are)")

@@ -29,9 +29,30 @@ from mama.evaluate.fusion import (
     fuse_online,
     search_weights,
 )
+from mama.evaluate.localisation import localisation, mask_dir
 from mama.evaluate.streams import video_streams
 
 PROTOCOLS = ("paper", "clean", "online")
+
+
+def stream_ablation(streams: list[dict], labels: list[np.ndarray], weights: FusionWeights, sigma: float) -> list[dict]:
+    """Micro AUC of the offline fusion of subsets of the same streams (no retraining): the
+    prediction error alone, with the bottleneck terms, with the destroyer, and the destroyer's
+    own stream; each with and without smoothing."""
+    has_d = "destroyer_sse" in streams[0]
+    w = effective_weights(weights, streams[0])
+    variants = [("sse", FusionWeights(0, 0, 1)), ("sse + sim terms", w.without_destroyer())]
+    if has_d:
+        variants += [("sse + sim terms + destroyer", w), ("sse + destroyer", FusionWeights(0, 0, w.c, w.d)),
+                     ("destroyer alone", FusionWeights(0, 0, 0, 1))]
+    rows = []
+    for name, vw in variants:
+        row = {"streams": name, "weights": str(vw)}
+        for s in (0.0, sigma) if sigma > 0 else (0.0,):
+            fused = [fuse_offline(v, vw, s) for v in streams]
+            row["micro_auc" if s == 0 else f"micro_auc_sigma{s:g}"] = metrics.summarize(fused, labels)["micro_auc"]
+        rows.append(row)
+    return rows
 
 
 @dataclass
@@ -162,6 +183,12 @@ def evaluate(opts: EvalOptions) -> dict:
             sigma = calib.get("sigma", 3.0)
             rows += _rows_for(name, "online", wo, tag, on_streams, labels, sigma,
                               lambda v, ww, s: fuse_online(v, ww, stats, s), selected_on_test)
+    ablation_weights = fitted.get("generator+destroyer", base_weights)
+    ablation = stream_ablation(streams, labels, ablation_weights, opts.sigma)
+    local = None
+    masks = mask_dir(opts.data_root, opts.dataset)
+    if net_a is not None and masks.is_dir() and all((masks / f"{v.name}.npy").is_file() for v in videos):
+        local = localisation(scorer, videos, size, masks)
     result = {
         "dataset": opts.dataset,
         "checkpoint": str(opts.checkpoint),
@@ -171,7 +198,10 @@ def evaluate(opts: EvalOptions) -> dict:
         "labels": meta["labels"],
         "videos": [v.name for v in videos],
         "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+        "ablation": ablation,
     }
+    if local is not None:
+        result["localisation"] = local
     from mama.evaluate.report import write_report
 
     write_report(opts.out, result, rows, videos, streams, labels)

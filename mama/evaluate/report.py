@@ -93,6 +93,17 @@ def write_report(out: Path, result: dict, rows: list[dict], videos, streams, lab
     trs = "\n".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in result["rows"]
     )
+    extra = ""
+    if result.get("ablation"):
+        keys = [k for k in result["ablation"][0] if k.startswith("micro_auc")]
+        extra += ("<h2>Stream ablation</h2><p>The same streams re-fused (clean protocol, no test label used).</p><table><tr>"
+                  + "".join(f"<th>{c}</th>" for c in ("streams", "weights", *keys)) + "</tr>"
+                  + "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in ("streams", "weights", *keys))
+                            + "</tr>" for r in result["ablation"]) + "</table>")
+    if result.get("localisation"):
+        extra += ("<h2>Destroyer localisation (pixel masks)</h2><table>"
+                  + "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in result["localisation"].items())
+                  + "</table>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mama eval: {html.escape(result['dataset'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 8px}}th{{background:#eee}}</style></head><body>
@@ -104,6 +115,7 @@ motion <b>{html.escape(result['motion'])}</b>, labels <b>{html.escape(result['la
 {html.escape(result['headline']['model'])}, micro AUC <b>{_fmt(result['headline']['micro_auc'])}</b>.</p>
 <table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>
 {trs}</table>
+{extra}
 <h2>ROC</h2><img src="roc.png" alt="ROC curves">
 <h2>Scores per video</h2><img src="curves.png" alt="per-video score curves" style="max-width:100%">
 <p>Per-frame streams and scores: <a href="scores.csv">scores.csv</a>; all figures: <a href="metrics.json">metrics.json</a>.</p>

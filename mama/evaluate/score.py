@@ -24,8 +24,9 @@ from rich.progress import Progress  # noqa: E402
 
 from mama.data.datasets import load_video_frames, make_folder_samples, video_background  # noqa: E402
 from mama.errors import MamaError  # noqa: E402
-from mama.evaluate.engine import CLIP_INPUTS, Scorer, needs_background  # noqa: E402
+from mama.evaluate.engine import CLIP_INPUTS, Scorer, needs_background, pixel_difference  # noqa: E402
 from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online  # noqa: E402
+from mama.evaluate.localisation import DESTROYED  # noqa: E402
 from mama.io import atomic_path  # noqa: E402
 
 WARMUP_FRAMES = 50  # frames a new camera's background is estimated from, when none is stored
@@ -161,11 +162,11 @@ def write_overlay(path: Path, scorer: Scorer, frames: np.ndarray, background, sc
             for chunk in targets.split(scorer.batch_size):
                 x, flows, labels, _ = scorer.extractor.clips_from_video(cache, chunk)
                 pred, destroyed = scorer.destroyed(x, flows, labels)
-                damage = (destroyed - pred).abs().amax(dim=1).cpu().numpy()  # (B, H, W)
+                damage = pixel_difference(destroyed, pred)  # (B, H, W)
                 for k, idx in enumerate(chunk.tolist()):
                     img = ((frames[idx].transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
                     img = cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_NEAREST)
-                    mask = cv2.resize((damage[k] > 0.5).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+                    mask = cv2.resize((damage[k] > DESTROYED).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
                     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
                     cv2.drawContours(img, contours, -1, (0, 0, 255), 1)
                     s = float(scores[idx - CLIP_INPUTS])
