@@ -15,8 +15,9 @@ import torch
 
 import mama.ops as ops
 from mama import reference
+from benchmarks import sizes
 
-SIZE = (4, 512, 32, 32)  # (B, C, h, w) of each of x4, y4, x_y, z4, x_z
+SIZE = sizes.BOTTLENECK  # (B, C, h, w) of each of x4, y4, x_y, z4, x_z
 MARGIN = 0.2
 IMPLS = {
     "ours": lambda *feats: ops.bottleneck_sim(*feats, margin=MARGIN),

@@ -16,8 +16,9 @@ import torch
 
 import mama.ops as ops
 from mama import reference
+from benchmarks import sizes
 
-SIZE = (4, 256, 32, 32)  # (B, C, H, W): FlowNetC's conv3 features at 256x256 input
+SIZE = sizes.CORRELATION  # (B, C, H, W): FlowNetC's conv3 features at 256x256 input
 FLOWNETC = (20, 1, 20, 1, 2, 0.1)  # pad, kernel_size, max_disp, stride1, stride2, negative_slope
 IMPLS = {"ours": ops.correlation, "reference": reference.correlation}
 

@@ -16,9 +16,10 @@ import torch
 
 import mama.ops as ops
 from mama import reference
+from benchmarks import sizes
 
-SIZE = (4, 3, 256, 256)  # (B, C, H, W): batch 4 of 256 x 256 RGB frames in [-1, 1]
-PATCH = 32
+SIZE = sizes.DESTROY  # (B, C, H, W): batch 4 of 256 x 256 RGB frames in [-1, 1]
+PATCH = sizes.DESTROY_PATCH
 LD = 4.0
 IMPLS = {
     "ours": lambda *t: ops.patch_destroy_loss(*t, patch=PATCH, ld=LD),

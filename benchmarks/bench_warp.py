@@ -14,8 +14,9 @@ import torch
 
 import mama.ops as ops
 from mama import reference
+from benchmarks import sizes
 
-SIZE = (4, 3, 256, 256)  # (B, C, H, W) of FlowNet2's warp of the second frame
+SIZE = sizes.WARP  # (B, C, H, W) of FlowNet2's warp of the second frame
 IMPLS = {
     "ours": {"warp": ops.warp, "warp_residual": ops.warp_residual},
     "reference": {"warp": reference.warp, "warp_residual": reference.warp_residual},

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from benchmarks import sizes
 from mama import ops, reference
 
 
@@ -22,11 +23,12 @@ def _cases(device, small: bool):
     def rand(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g) * scale).to(device)
 
-    b = 1 if small else 4
-    c, hw = (16, 12) if small else (256, 32)
-    img = 24 if small else 256
-    feat = (b, 32 if small else 512, 8 if small else 32, 8 if small else 32)
-    corr_args = (20, 1, 20, 1, 2, 0.1)
+    b = 1 if small else sizes.BATCH
+    c, hw = (16, 12) if small else sizes.CORRELATION[1:3]
+    img = 24 if small else sizes.FRAME
+    feat = (b, 32, 8, 8) if small else sizes.BOTTLENECK
+    patch, destroy = (8, 32) if small else (sizes.DESTROY_PATCH, sizes.DESTROY[-1])
+    corr_args = (*sizes.CORRELATION_ARGS.values(), 0.1)
     return [
         ("correlation (FlowNetC)", lambda a, b_: ops.correlation(a, b_, *corr_args[:-1], negative_slope=0.1),
          lambda a, b_: reference.correlation(a, b_, *corr_args),
@@ -36,10 +38,10 @@ def _cases(device, small: bool):
          lambda: [rand(b, 3, img, img), rand(b, 3, img, img), rand(b, 2, img, img, scale=4.0)]),
         ("bottleneck_sim", lambda *x: ops.bottleneck_sim(*x, margin=0.2), lambda *x: reference.bottleneck_sim(*x, 0.2),
          lambda: [rand(*feat) for _ in range(5)]),
-        ("patch_destroy_loss", lambda *x: ops.patch_destroy_loss(*x, patch=32 if not small else 8, ld=4.0),
-         lambda *x: reference.patch_destroy_loss(*x, 32 if not small else 8, 4.0),
-         lambda: [rand(b, 3, img if not small else 32, img if not small else 32).tanh() for _ in range(4)]
-         + [torch.full((b, 3, img if not small else 32, img if not small else 32), -1.0, device=device)]),
+        ("patch_destroy_loss", lambda *x: ops.patch_destroy_loss(*x, patch=patch, ld=4.0),
+         lambda *x: reference.patch_destroy_loss(*x, patch, 4.0),
+         lambda: [rand(b, 3, destroy, destroy).tanh() for _ in range(4)]
+         + [torch.full((b, 3, destroy, destroy), -1.0, device=device)]),
     ]
 
 

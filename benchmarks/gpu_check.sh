@@ -11,4 +11,4 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 MAX_JOBS=${MAX_JOBS:-8} $PY -m pip install -q --no-build-isolation --no-deps --no-index -e .
 # Each op on CUDA tensors (so its Triton kernel) against the reference: forward, every input
 # gradient, then the timings.
-timeout 180 $PY benchmarks/gpu_check.py --device cuda
+timeout 180 $PY -m benchmarks.gpu_check --device cuda

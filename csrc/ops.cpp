@@ -45,7 +45,8 @@ TORCH_LIBRARY(mama, m) {
   m.def(
       "_patch_destroy_loss_backward(Tensor grad, Tensor A, Tensor N, Tensor GT, Tensor G, "
       "Tensor BG, int patch, float ld) -> Tensor");
-  // Frozen 3x3 stride-1 conv (zero padding == dilation) by Winograd F(2x2,3x3), inference
-  // only (no autograd): u = (16, C, K) transformed filters; output channels_last.
+  // Frozen 3x3 stride-1 conv (zero padding == dilation) by Winograd F(2x2,3x3) or F(4x4,3x3),
+  // inference only (no autograd): u = ((t+2)^2, C, K) transformed filters, 16 or 36 rows for
+  // tile t = 2 or 4; output channels_last.
   m.def("winograd_conv3x3(Tensor x, Tensor u, Tensor? bias, int dilation, bool relu) -> Tensor");
 }

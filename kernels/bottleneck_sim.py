@@ -12,6 +12,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mama.kernels import blocks
+
 NORM_EPS = 1e-12  # F.normalize's clamp on the channel norm
 TRIPLET_EPS = 1e-6  # torch.pairwise_distance's eps on the difference
 MAX_WIDTH = 1024
@@ -188,11 +190,8 @@ def _bottleneck_sim_bwd_kernel(
 
 def _block_sizes(channels: int, width: int, budget: int) -> tuple[int, int]:
     """(BLOCK_C, BLOCK_W): the whole width in one tile, channels up to `budget` elements."""
-    if width > MAX_WIDTH:
-        raise ValueError(f"bottleneck_sim (Triton): width {width} > {MAX_WIDTH} is unsupported")
-    block_w = triton.next_power_of_2(width)
-    block_c = max(1, min(triton.next_power_of_2(channels), budget // block_w))
-    return block_c, block_w
+    block_w = blocks.block(width, "bottleneck_sim", "width", MAX_WIDTH)
+    return blocks.fit(channels, budget, block_w), block_w
 
 
 def _features(*features: Tensor) -> list[Tensor]:

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mama.kernels import blocks
 from mama.reference import _correlation_out_size
 
 _MAX_BLOCK_P = 64  # pixels per program
@@ -173,13 +174,9 @@ def _block_sizes(grid: int, channels: int, pixels: int, numel: int) -> tuple[int
     if numel >= 2**31:
         raise RuntimeError(f"correlation: the Triton kernel indexes with int32; {numel} "
                            "elements is too many, split the batch")
-    block_g = triton.next_power_of_2(grid)
-    if block_g > _MAX_BLOCK_G:
-        raise RuntimeError(f"correlation: {grid} displacements per axis is more than the Triton "
-                           f"kernel supports ({_MAX_BLOCK_G - 1}); lower max_disp // stride2")
-    block_p = min(triton.next_power_of_2(pixels), _MAX_BLOCK_P, _MAX_TILE // (4 * block_g))
-    block_c = min(triton.next_power_of_2(channels), _MAX_TILE // (block_p * block_g))
-    return block_p, block_g, block_c
+    block_g = blocks.block(grid, "correlation", "displacements per axis (lower max_disp // stride2)", _MAX_BLOCK_G - 1)
+    block_p = min(blocks.fit(pixels, _MAX_TILE, 4 * block_g), _MAX_BLOCK_P)
+    return block_p, block_g, blocks.fit(channels, _MAX_TILE, block_p * block_g)
 
 
 def correlation_forward(a: Tensor, b: Tensor, pad: int, kernel_size: int, max_disp: int,

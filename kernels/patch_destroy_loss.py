@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mama.kernels import blocks
 from mama.reference import SSIM_WINDOW, _check_patch_args, ssim_window
 
 MAX_PATCH = 64  # a tile is held in registers
@@ -158,14 +159,11 @@ def _patch_destroy_loss_bwd_kernel(
 def _block_sizes(patch: int, channels: int) -> dict[str, int]:
     """WS and the blocks: a square side padded to a power of two, and how many channels fit
     in one block of TILE_BUDGET elements (at least one, at most all of them)."""
-    if patch > MAX_PATCH:
-        raise ValueError(f"patch_destroy_loss (Triton): patch {patch} > {MAX_PATCH} is unsupported")
     window = min(SSIM_WINDOW, patch)
-    block_p = triton.next_power_of_2(patch)
-    block_v = max(2, triton.next_power_of_2(patch - window + 1))  # no 1-wide blocks
-    fit = lambda side: max(1, min(triton.next_power_of_2(channels), TILE_BUDGET // side**2))  # noqa: E731
-    return {"WS": window, "BLOCK_P": block_p, "CH_P": fit(block_p), "BLOCK_V": block_v,
-            "CH_V": fit(block_v)}
+    block_p = blocks.block(patch, "patch_destroy_loss", "patch", MAX_PATCH)
+    block_v = max(2, blocks.block(patch - window + 1, "patch_destroy_loss", "SSIM positions"))  # no 1-wide blocks
+    return {"WS": window, "BLOCK_P": block_p, "CH_P": blocks.fit(channels, TILE_BUDGET, block_p**2),
+            "BLOCK_V": block_v, "CH_V": blocks.fit(channels, TILE_BUDGET, block_v**2)}
 
 
 def _prepare(A, N, GT, G, BG, patch, ld):

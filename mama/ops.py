@@ -12,12 +12,14 @@ same schemas, so every caller keeps working (slowly).
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 from torch import Tensor
 
 from mama import reference
+from mama.errors import MamaError
 
 # The schemas as csrc/ops.cpp defines them; used only to register the fallback when the
 # extension is missing. tests/ops/test_schemas.py checks that both stay identical.
@@ -41,6 +43,7 @@ SCHEMAS = {
     "Tensor BG, int patch, float ld) -> Tensor",
     "_patch_destroy_loss_backward": "_patch_destroy_loss_backward(Tensor grad, Tensor A, "
     "Tensor N, Tensor GT, Tensor G, Tensor BG, int patch, float ld) -> Tensor",
+    "winograd_conv3x3": "winograd_conv3x3(Tensor x, Tensor u, Tensor? bias, int dilation, bool relu) -> Tensor",
 }
 
 try:
@@ -80,7 +83,6 @@ def _register_triton(op: str, module: str, impls: dict[str, str]) -> None:
 
 
 # =============================== correlation ===============================
-# SECTION correlation: fake impls, autograd, triton registration, public function.
 
 
 @torch.library.register_fake("mama::correlation")
@@ -141,7 +143,6 @@ def correlation(a: Tensor, b: Tensor, pad: int = 20, kernel_size: int = 1, max_d
 
 
 # =============================== warp, warp_residual ===============================
-# SECTION warp: fake impls, autograd, triton registration, public functions.
 
 
 @torch.library.register_fake("mama::warp")
@@ -238,7 +239,6 @@ def warp_residual(img0: Tensor, img1: Tensor, flow: Tensor) -> tuple[Tensor, Ten
     return torch.ops.mama.warp_residual(img0, img1, flow)
 
 # =============================== bottleneck_sim ===============================
-# SECTION bottleneck_sim: fake impls, autograd, triton registration, public function.
 
 
 @torch.library.register_fake("mama::bottleneck_sim")
@@ -298,7 +298,6 @@ def bottleneck_sim(x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor, x_z: Tensor,
 
 
 # =============================== patch_destroy_loss ===============================
-# SECTION patch_destroy_loss: fake impls, autograd, triton registration, public function.
 
 
 @torch.library.register_fake("mama::patch_destroy_loss")
@@ -354,8 +353,9 @@ def patch_destroy_loss(A: Tensor, N: Tensor, GT: Tensor, G: Tensor, BG: Tensor,
 
 
 # =============================== winograd_conv3x3 ===============================
-# SECTION winograd_conv3x3: frozen-inference convolution on CPU (mama.models.inference).
-# No autograd and no Triton kernel: on CUDA, cuDNN already picks Winograd where it pays.
+# No autograd and no Triton kernel: on CUDA, cuDNN already picks Winograd where it pays, so the
+# inference copies never call it there; the reference stands in so the op holds on any device.
+torch.library.register_kernel("mama::winograd_conv3x3", "cuda", reference.winograd_conv3x3)
 
 
 @torch.library.register_fake("mama::winograd_conv3x3")
@@ -388,12 +388,7 @@ def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None, dilation:
 
 
 # =============================== patch_noise ===============================
-# SECTION patch_noise: vectorised plain PyTorch (DESIGN §3: no kernel unless it pays).
 # The destroyer's training damage (DESIGN §5): the same patch set for the whole batch.
-import math  # noqa: E402
-
-from mama.errors import MamaError  # noqa: E402
-
 NOISE_KINDS = ("dropout", "blur_weak", "blur_strong", "salt_pepper")
 BLUR_SIGMA = {"blur_weak": 1.0, "blur_strong": 3.0}
 

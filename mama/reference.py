@@ -29,7 +29,6 @@ def _vjp(fn, inputs: tuple[Tensor, ...], grads: tuple[Tensor, ...], wrt: tuple[i
 
 
 # =============================== correlation ===============================
-# SECTION correlation
 
 
 def _correlation_out_size(size: int, pad: int, kernel_size: int, max_disp: int, stride1: int) -> int:
@@ -85,7 +84,6 @@ def _correlation_backward(grad_out: Tensor, a: Tensor, b: Tensor, out: Tensor, p
 
 
 # =============================== warp, warp_residual ===============================
-# SECTION warp
 
 
 def _bilinear_taps(flow: Tensor, height: int, width: int):
@@ -115,8 +113,18 @@ def _bilinear_taps(flow: Tensor, height: int, width: int):
     return [i.reshape(batch, -1) for i in indices], [w.reshape(batch, -1) for w in weights]
 
 
+def _check_warp_args(op: str, img: Tensor, flow: Tensor) -> None:
+    """The C++ kernel's checks, in its words (the fallback must refuse what the kernel refuses)."""
+    if img.dim() != 4:
+        raise RuntimeError(f"{op}: img must be a 4-D (B, C, H, W) tensor, got shape {list(img.shape)}")
+    b, _, h, w = img.shape
+    if flow.dim() != 4 or tuple(flow.shape) != (b, 2, h, w):
+        raise RuntimeError(f"{op}: flow must have shape (B, 2, H, W) = ({b}, 2, {h}, {w}), got {list(flow.shape)}")
+
+
 def warp(img: Tensor, flow: Tensor) -> Tensor:
     """Bilinear backward warp: out[b, c, y, x] = img[b, c] sampled at (x + flow_x, y + flow_y)."""
+    _check_warp_args("warp", img, flow)
     batch, channels, height, width = img.shape
     indices, weights = _bilinear_taps(flow, height, width)
     planes = img.reshape(batch, channels, height * width)
@@ -136,6 +144,9 @@ def warp_residual(img0: Tensor, img1: Tensor, flow: Tensor) -> tuple[Tensor, Ten
 
     linalg.vector_norm's gradient is 0 where the norm is 0, the convention every face keeps.
     """
+    _check_warp_args("warp_residual", img1, flow)
+    if img0.shape != img1.shape:
+        raise RuntimeError(f"warp_residual: img0 must have the shape of img1 {list(img1.shape)}, got {list(img0.shape)}")
     warped = warp(img1, flow)
     norm = torch.linalg.vector_norm(img0 - warped, ord=2, dim=1, keepdim=True)
     return warped, norm
@@ -150,7 +161,6 @@ def _warp_residual_backward(
 
 
 # =============================== bottleneck_sim ===============================
-# SECTION bottleneck_sim
 TRIPLET_EPS = 1e-6  # torch.pairwise_distance's eps, added to the difference before the norm
 
 
@@ -169,6 +179,11 @@ def bottleneck_sim(
     x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor, x_z: Tensor, margin: float
 ) -> tuple[Tensor, Tensor]:
     """(sim_motion, sim_label), each (B,): triplet hinges on channel-L2-normalised features."""
+    if x4.dim() != 4:
+        raise RuntimeError(f"bottleneck_sim: x4 must be (B,C,h,w), got {x4.dim()} dims")
+    for name, t in zip(("x4", "y4", "x_y", "z4", "x_z"), (x4, y4, x_y, z4, x_z)):
+        if t.shape != x4.shape:  # the C++ kernel's check and words
+            raise RuntimeError(f"bottleneck_sim: {name} has shape {list(t.shape)}, expected {list(x4.shape)} like x4")
     x4, y4, x_y, z4, x_z = (F.normalize(t, dim=1) for t in (x4, y4, x_y, z4, x_z))
     sim_motion = _triplet_terms(x_y, y4, x4, margin)  # anchor x_y, positive y4, negative x4
     sim_label = _triplet_terms(x_z, z4, x4, margin)  # anchor x_z, positive z4, negative x4
@@ -186,7 +201,6 @@ def _bottleneck_sim_backward(
 
 
 # =============================== patch_destroy_loss ===============================
-# SECTION patch_destroy_loss
 SSIM_WINDOW = 11  # Gaussian window size (shrunk to the patch size for smaller patches)
 SSIM_SIGMA = 1.5
 
@@ -317,14 +331,14 @@ WINOGRAD_TILE_BY_POSITIONS = {16: 2, 36: 4}  # u.shape[0] = (tile + 2) ** 2
 
 def _check_winograd_args(x: Tensor, u: Tensor, bias: Tensor | None, dilation: int) -> None:
     if x.dim() != 4:
-        raise ValueError(f"winograd_conv3x3: x must be (N, C, H, W), got {tuple(x.shape)}")
+        raise RuntimeError(f"winograd_conv3x3: x must be (N, C, H, W), got {tuple(x.shape)}")
     if u.dim() != 3 or u.shape[0] not in WINOGRAD_TILE_BY_POSITIONS or u.shape[1] != x.shape[1]:
-        raise ValueError(f"winograd_conv3x3: u must be (16 or 36, {x.shape[1]}, K) from winograd_filter, "
-                         f"got {tuple(u.shape)}")
+        raise RuntimeError(f"winograd_conv3x3: u must be (16 or 36, {x.shape[1]}, K) from winograd_filter, "
+                           f"got {tuple(u.shape)}")
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != u.shape[2]):
-        raise ValueError(f"winograd_conv3x3: bias must be ({u.shape[2]},), got {tuple(bias.shape)}")
+        raise RuntimeError(f"winograd_conv3x3: bias must be ({u.shape[2]},), got {tuple(bias.shape)}")
     if dilation < 1:
-        raise ValueError(f"winograd_conv3x3: dilation must be >= 1, got {dilation}")
+        raise RuntimeError(f"winograd_conv3x3: dilation must be >= 1, got {dilation}")
 
 
 def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None, dilation: int, relu: bool) -> Tensor:

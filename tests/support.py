@@ -25,6 +25,13 @@ def poisoned_empty():
         torch.utils.deterministic.fill_uninitialized_memory = was_fill
 
 
+def assert_close(got: torch.Tensor, want: torch.Tensor, tol: dict) -> None:
+    """`got` is finite (an output element a kernel forgot to write is not) and equals `want`
+    within tol = dict(rtol=..., atol=...)."""
+    assert torch.isfinite(got).all(), "kernel left non-finite values (unwritten output?)"
+    torch.testing.assert_close(got, want, **tol)
+
+
 def tiny_train_config(root: Path, out: Path, **kw):
     """The smallest real training configuration: 32x32 frames, width 8, weight-free providers."""
     from mama.config import TrainConfig

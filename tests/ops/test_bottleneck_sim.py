@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from mama import ops, reference
-from tests.support import TRITON_DEVICE, poisoned_empty
+from tests.support import TRITON_DEVICE, assert_close, poisoned_empty
+from benchmarks import sizes
 
 SHAPES = [
     (1, 1, 1, 1),  # minimal: one channel (normalised to +-1), one pixel
@@ -15,9 +16,9 @@ SHAPES = [
     (2, 512, 4, 8),  # the real channel count on a smaller map
 ]
 # The real F2LM bottleneck (256 x 256 input, batch 4): forward only, the backward is benchmarked.
-FORWARD_SHAPES = SHAPES + [(4, 512, 32, 32)]
-# dtype with its (atol, rtol)
-DTYPES = [(torch.float32, (1e-5, 1e-4)), (torch.float64, (1e-11, 1e-9))]
+FORWARD_SHAPES = SHAPES + [sizes.BOTTLENECK]
+# dtype with its tolerance against the reference
+DTYPES = [(torch.float32, dict(rtol=1e-4, atol=1e-5)), (torch.float64, dict(rtol=1e-9, atol=1e-11))]
 MARGIN = 0.2
 
 
@@ -28,16 +29,6 @@ def make_features(shape, dtype, seed, layout="contiguous"):
     if layout == "permuted":
         return [torch.randn(B, h, w, C, generator=gen, dtype=dtype).permute(0, 3, 1, 2) for _ in range(5)]
     return [torch.randn(shape, generator=gen, dtype=dtype) for _ in range(5)]
-
-
-
-
-
-
-def assert_close(got, want, tol):
-    atol, rtol = tol
-    assert torch.isfinite(got).all(), "kernel left non-finite values (unwritten output?)"
-    torch.testing.assert_close(got, want, atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("dtype,tol", DTYPES)
@@ -168,7 +159,7 @@ def test_triton_rejects_too_wide_rows():
     from mama.kernels.bottleneck_sim import bottleneck_sim_forward
 
     feats = [t.to(TRITON_DEVICE) for t in make_features((1, 1, 1, 1025), torch.float32, seed=12)]
-    with pytest.raises(ValueError, match="width 1025 > 1024 is unsupported"):
+    with pytest.raises(RuntimeError, match="width 1025 > 1024 is unsupported"):
         bottleneck_sim_forward(*feats, MARGIN)
 
 

@@ -8,6 +8,7 @@ import torch
 
 import mama.ops as ops
 from mama import reference
+from benchmarks import sizes
 
 # (B, C, H, W, pad, kernel_size, max_disp, stride1, stride2)
 SHAPES = [
@@ -16,11 +17,11 @@ SHAPES = [
     (3, 5, 11, 8, 3, 3, 2, 2, 1),  # batch 3, kernel 3, stride1 2 (ceil output size)
     (2, 4, 9, 10, 0, 3, 3, 1, 2),  # no padding, max_disp not a multiple of stride2
     (1, 2, 12, 13, 4, 1, 4, 3, 2),  # stride1 3
-    (1, 32, 32, 32, 20, 1, 20, 1, 2),  # FlowNetC geometry (441 channels) at its real 32x32
+    (1, 32, *sizes.CORRELATION[2:], *sizes.CORRELATION_ARGS.values()),  # FlowNetC geometry (441 channels), real map
 ]
 SHAPE_IDS = ["minimal", "odd", "batch3-k3-s1x2", "nopad-s2x2", "s1x3", "flownetc"]
-# dtype with its tolerance (rtol, atol)
-DTYPES = [(torch.float32, (1e-4, 1e-5)), (torch.float64, (1e-10, 1e-12))]
+# dtype with its tolerance against the reference
+DTYPES = [(torch.float32, dict(rtol=1e-4, atol=1e-5)), (torch.float64, dict(rtol=1e-10, atol=1e-12))]
 DTYPE_IDS = ["float32", "float64"]
 SLOPES = [1.0, 0.1]  # no activation; FlowNetC's fused LeakyReLU
 
@@ -53,7 +54,7 @@ def test_forward_matches_reference(shape, dtype, tol, slope):
     expected = reference.correlation(a, b, *params(shape, slope))
     check_finite(out)
     assert out.shape == expected.shape
-    torch.testing.assert_close(out, expected, rtol=tol[0], atol=tol[1])
+    torch.testing.assert_close(out, expected, **tol)
 
 
 def test_flownetc_output_shape():
@@ -86,8 +87,8 @@ def test_backward_matches_reference(shape, dtype, tol, slope):
         upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
         grads.append(torch.autograd.grad(out, (a_leaf, b_leaf), upstream))
     check_finite(*grads[0])
-    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=tol[0], atol=tol[1])
-    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=tol[0], atol=tol[1])
+    torch.testing.assert_close(grads[0][0], grads[1][0], **tol)
+    torch.testing.assert_close(grads[0][1], grads[1][1], **tol)
 
 
 GRADCHECK_SHAPES = [
@@ -187,13 +188,13 @@ def test_triton_matches_reference(shape, dtype, tol):
     out = correlation_forward(a, b, *args)
     expected = reference.correlation(a, b, *args)
     check_finite(out)
-    torch.testing.assert_close(out, expected, rtol=tol[0], atol=tol[1])
+    torch.testing.assert_close(out, expected, **tol)
     upstream = torch.randn(out.shape, generator=gen, dtype=dtype)
     grad_a, grad_b = correlation_backward(upstream, a, b, out, *args)
     want_a, want_b = reference._correlation_backward(upstream, a, b, expected, *args)
     check_finite(grad_a, grad_b)
-    torch.testing.assert_close(grad_a, want_a, rtol=tol[0], atol=tol[1])
-    torch.testing.assert_close(grad_b, want_b, rtol=tol[0], atol=tol[1])
+    torch.testing.assert_close(grad_a, want_a, **tol)
+    torch.testing.assert_close(grad_b, want_b, **tol)
 
 
 @pytest.mark.triton

@@ -8,7 +8,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from mama import ops, reference
-from tests.support import TRITON_DEVICE, poisoned_empty
+from tests.support import TRITON_DEVICE, assert_close, poisoned_empty
+from benchmarks import sizes
 
 # (B, C, H, W, patch)
 SHAPES = [
@@ -17,9 +18,9 @@ SHAPES = [
     (3, 2, 32, 16, 16),  # batch 3, H != W, full 11 x 11 window
     (1, 3, 20, 15, 5),  # odd patch, odd tile grid
 ]
-REAL_SHAPE = (4, 3, 256, 256, 32)  # the real destroyer step: batch 4, 64 tiles of 32 x 32 each
-# dtype with its (atol, rtol)
-DTYPES = [(torch.float32, (1e-4, 1e-5)), (torch.float64, (1e-10, 1e-10))]
+REAL_SHAPE = (*sizes.DESTROY, sizes.DESTROY_PATCH)  # the real destroyer step: batch 4, 64 tiles of 32 x 32 each
+# dtype with its tolerance against the reference
+DTYPES = [(torch.float32, dict(rtol=1e-5, atol=1e-4)), (torch.float64, dict(rtol=1e-10, atol=1e-10))]
 # Every small shape in both dtypes; the real shape in float32 (float64 autograd of the
 # reference is slow there and adds nothing).
 CASES = [(s, *d) for s in SHAPES for d in DTYPES] + [(REAL_SHAPE, *DTYPES[0])]
@@ -41,16 +42,6 @@ def make_inputs(shape, dtype, seed, scale=1.0, offset=0.0, layout="contiguous"):
     if layout == "permuted":
         out = [t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) for t in out]
     return out
-
-
-
-
-
-
-def assert_close(got, want, tol):
-    atol, rtol = tol
-    assert torch.isfinite(got).all(), "kernel left non-finite values (unwritten output?)"
-    torch.testing.assert_close(got, want, atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("shape,dtype,tol", CASES)
@@ -226,7 +217,7 @@ def test_triton_rejects_large_patches():
     from mama.kernels.patch_destroy_loss import patch_destroy_loss_forward
 
     args = [t.to(TRITON_DEVICE) for t in make_inputs((1, 1, 128, 128, 128), torch.float32, seed=13)]
-    with pytest.raises(ValueError, match="patch 128 > 64 is unsupported"):
+    with pytest.raises(RuntimeError, match="patch 128 > 64 is unsupported"):
         patch_destroy_loss_forward(*args, 128, LD)
 
 

@@ -10,20 +10,21 @@ from mama.kernels import warp as triton_warp
 import mama.ops as ops
 from mama import reference
 from tests.support import poisoned_empty
+from benchmarks import sizes
 
 SHAPES = [
     (1, 1, 1, 1),  # minimal: one pixel, every sample clamps onto it
     (1, 3, 5, 7),  # batch 1, odd sizes, H != W
     (3, 2, 6, 4),  # batch 3, H > W
     (2, 4, 17, 13),  # odd non-power-of-two sizes, more channels
-    (4, 3, 256, 256),  # the real size: FlowNet2's warping of RGB frames at 256x256
+    sizes.WARP,  # the real size: FlowNet2's warping of RGB frames at 256x256
 ]
 SMALL_SHAPES = SHAPES[:4]
 
 # dtype with the tolerance of its comparisons against the reference.
 DTYPES = [
-    pytest.param(torch.float32, dict(atol=2e-5, rtol=1e-5), id="float32"),
-    pytest.param(torch.float64, dict(atol=1e-12, rtol=1e-12), id="float64"),
+    pytest.param(torch.float32, dict(rtol=1e-5, atol=2e-5), id="float32"),
+    pytest.param(torch.float64, dict(rtol=1e-12, atol=1e-12), id="float64"),
 ]
 
 
