@@ -21,12 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from mama import reference
-from mama.models import flownet2
-from mama.models.providers import CLIP_LEN, DeepLabLabels, FeatureExtractor, FlowNetFlow
+from mama.features.clips import CLIP_LEN, INPUT_FRAMES
+from mama.features.extractor import FeatureExtractor
+from mama.features.labels import DeepLabLabels
+from mama.features.motion import FlowNetFlow, flownet2sd_reference_flow
+from mama.models.scores import TRIPLET_MARGIN, frame_sse
 from mama.train import losses
 
-INPUT_FRAMES = CLIP_LEN - 1
-MARGIN = 0.2
+MARGIN = TRIPLET_MARGIN
 ADV_WEIGHT = 0.05
 BACKGROUND_VALUE = -1.0  # the destroyer's background: a black image
 
@@ -47,7 +49,7 @@ class ReferencePipeline:
         """(1, 2, H, W) flow of one pair, scaled as the generator consumes it. With FlowNet2-SD
         it is the reference call (eval net on the pair x 255, / 255) under the caller's grad mode."""
         if self.flownet is not None:
-            return flownet2.flownet2sd_reference_flow(self.flownet, prev, nxt)
+            return flownet2sd_reference_flow(self.flownet, prev, nxt)
         return self.motion(prev, nxt) * self.flow_scale
 
     def frame_labels(self, frame: Tensor, background: Tensor | None) -> Tensor:
@@ -144,14 +146,14 @@ class ReferencePipeline:
         for t in range(INPUT_FRAMES, frames.shape[0]):
             x, flows, labels, target = self.clip_inputs(frames[t - INPUT_FRAMES : t + 1], bg)
             g = net_g(x, flows, labels)
-            row = {"sse": losses.frame_sse(g.pred, target)}
+            row = {"sse": frame_sse(g.pred, target)}
             z4, x_z = (g.z4, g.x_z) if g.z4 is not None else (g.y4, g.x_y)
             sim_m, sim_l = reference.bottleneck_sim(g.x4, g.y4, g.x_y, z4, x_z, MARGIN)
             row["sim_motion"] = sim_m
             if g.z4 is not None:
                 row["sim_label"] = sim_l
             if net_a is not None:
-                row["destroyer_sse"] = losses.frame_sse(net_a(g.pred), target)
+                row["destroyer_sse"] = frame_sse(net_a(g.pred), target)
             for k, v in row.items():
                 out.setdefault(k, []).append(float(v))
         return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}

@@ -7,8 +7,9 @@ Providers:
   paper  FlowNet2-SD + DeepLabv3-ResNet101, random weights (the architectures, not the weights)
 Inputs are synthetic moving frames (seeded), so nothing depends on a dataset on disk.
 
-Ours trains through mama.train.trainer's steps, with its exact FeatureCache
-(mama.train.feature_cache, `TrainConfig.cache_features`) or, with `cache=False`, without.
+Ours trains through mama.train.trainer's stages, built by their own constructor from these
+parts, with the exact feature store (mama.features.store, `TrainConfig.cache_features`) or,
+with `cache=False`, keeping nothing between steps.
 """
 from __future__ import annotations
 
@@ -20,19 +21,14 @@ import torch
 
 from mama.config import TrainConfig
 from mama.evaluate.engine import Scorer
+from mama.features.clips import CLIP_LEN
+from mama.features.extractor import FeatureExtractor
+from mama.features.labels import DeepLabLabels, ForegroundLabels
+from mama.features.motion import DISFlow, FlowNetFlow
 from mama.models.destroyer import Destroyer
 from mama.models.discriminator import PatchDiscriminator
 from mama.models.generator import F2LMGenerator
-from mama.models.providers import (
-    CLIP_LEN,
-    DeepLabLabels,
-    FeatureExtractor,
-    FlowNetFlow,
-    ForegroundLabels,
-    DISFlow,
-)
-from mama.train.feature_cache import FeatureCache
-from mama.train.trainer import DestroyerTrainer, GeneratorTrainer
+from mama.train.trainer import DestroyerParts, DestroyerTrainer, GeneratorParts, GeneratorTrainer
 
 from benchmarks.reference_pipeline import ReferencePipeline
 
@@ -89,10 +85,10 @@ class Workload:
     def label_channels(self) -> int:
         return 4 * (self.extractor.labels.channels if self.extractor.labels is not None else 0)
 
-    def config(self, stage: str) -> TrainConfig:
+    def config(self, stage: str, cache: bool = True) -> TrainConfig:
         return TrainConfig(stage=stage, dataset="ped2", data_root=self.run_dir, out=f"{self.run_dir}/{stage}",
                            size=self.size, base=self.base, batch_size=self.batch, iters=1, device=self.device.type,
-                           seed=self.seed, num_workers=0, compile=False, amp=False)
+                           seed=self.seed, num_workers=0, compile=False, amp=False, cache_features=cache)
 
     # ------------------------------------------------------------------ models
     def generator(self) -> F2LMGenerator:
@@ -109,27 +105,13 @@ class Workload:
 
     # ------------------------------------------------------------------ ours
     def generator_trainer(self, cache: bool = True) -> GeneratorTrainer:
-        t = GeneratorTrainer(self.config("generator"))
-        t.extractor = self.extractor
-        t.net_g, t.net_d = self.generator(), self.discriminator()
-        t.model_meta = {}
-        c = t.cfg
-        t.opt_g = torch.optim.AdamW(t.net_g.parameters(), lr=c.lr_g, weight_decay=c.weight_decay)
-        t.opt_d = torch.optim.AdamW(t.net_d.parameters(), lr=c.lr_d, weight_decay=c.weight_decay)
-        t.cache = FeatureCache(self.extractor, self.device) if cache else None
+        t = GeneratorTrainer(self.config("generator", cache),
+                             GeneratorParts(self.extractor, self.generator(), self.discriminator(), meta={}))
         t.wrap_ddp()
         return t
 
     def destroyer_trainer(self, net_g: F2LMGenerator, cache: bool = True) -> DestroyerTrainer:
-        t = DestroyerTrainer(self.config("destroyer"))
-        t.extractor = self.extractor
-        t.net_g = net_g.eval().requires_grad_(False)
-        t.net_a = self.destroyer()
-        t.model_meta = {}
-        t.opt_a = torch.optim.AdamW(t.net_a.parameters(), lr=t.cfg.lr_a, weight_decay=t.cfg.weight_decay)
-        t.noise_gen = torch.Generator().manual_seed(self.seed)
-        t.noise_gen_dev = torch.Generator(device=self.device).manual_seed(self.seed + 1)
-        t.cache = FeatureCache(self.extractor, self.device) if cache else None
+        t = DestroyerTrainer(self.config("destroyer", cache), DestroyerParts(self.extractor, net_g, self.destroyer(), meta={}))
         t.wrap_ddp()
         return t
 

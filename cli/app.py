@@ -5,6 +5,7 @@ import sys
 
 import typer
 
+from mama.cli import data, demo, evaluate, score, train, weights
 from mama.errors import MamaError
 
 app = typer.Typer(
@@ -14,17 +15,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Command groups (one module each). Keep this list in the order `mama --help` shows them.
-from mama.cli import data as _data  # noqa: E402
-app.add_typer(_data.app, name="data", help="Check datasets (verify) and write the synthetic one (synth).")
-from mama.cli import weights as _weights  # noqa: E402
-app.add_typer(_weights.weights_app, name="weights", help="List, import or fetch the pretrained weight files.")
-# REGISTER-COMMANDS
-from mama.cli import demo as _demo, evaluate as _evaluate, score as _score, train as _train  # noqa: E402
-app.command("train")(_train.train)
-app.command("eval")(_evaluate.evaluate)
-app.command("score")(_score.score)
-app.command("demo")(_demo.demo)
+# One module per command (group), in the order `mama --help` shows them.
+app.add_typer(data.app, name="data", help="Check datasets (verify) and write the synthetic one (synth).")
+app.add_typer(weights.weights_app, name="weights", help="List, import or fetch the pretrained weight files.")
+app.command("train")(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command("score")(score.score)
+app.command("demo")(demo.demo)
 
 
 def main(argv: list[str] | None = None) -> int:

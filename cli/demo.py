@@ -5,17 +5,21 @@ from pathlib import Path
 
 import typer
 
+from mama.demo import DemoOptions
+
+D = DemoOptions()  # the defaults
+
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="run folder"),
-    data_root: Path = typer.Option(Path("data"), help="where the synthetic dataset is written (reused if there)"),
-    seed: int = typer.Option(0),
-    generator_iters: int = typer.Option(600, help="generator training steps"),
-    destroyer_iters: int = typer.Option(200, help="destroyer training steps"),
+    out: Path = typer.Option(D.out, help="run folder"),
+    data_root: Path = typer.Option(D.data_root, help="where the synthetic dataset is written (reused if there)"),
+    seed: int = typer.Option(D.seed),
+    generator_iters: int = typer.Option(D.generator_iters, help="generator training steps"),
+    destroyer_iters: int = typer.Option(D.destroyer_iters, help="destroyer training steps"),
 ) -> None:
     """Synthesise a surveillance dataset, train both stages, evaluate, print the metrics."""
     from mama.cli.evaluate import print_table
-    from mama.demo import DemoOptions, run_demo
+    from mama.demo import run_demo
 
     result = run_demo(DemoOptions(out=out, data_root=data_root, seed=seed,
                                   generator_iters=generator_iters, destroyer_iters=destroyer_iters))

@@ -6,24 +6,30 @@ from typing import Optional
 
 import typer
 
+from mama.data.datasets import KNOWN_DATASETS
 from mama.errors import MamaError
+from mama.config import EvalOptions
+
+D = EvalOptions(dataset="ped2", data_root=Path("data"), checkpoint=Path("."), out=Path("."))  # the defaults
 
 
 def evaluate(
     checkpoint: Path = typer.Option(..., help="final.pt / best.pt of a run, or a reference-code checkpoint"),
-    dataset: str = typer.Option("ped2", help="ped1 | ped2 | avenue | shanghai | synth"),
-    data_root: Path = typer.Option(Path("data"), help="folder holding <dataset>/"),
+    dataset: str = typer.Option(D.dataset, help=" | ".join(KNOWN_DATASETS) + " (folder: --data-root is the footage)"),
+    data_root: Path = typer.Option(D.data_root, help="folder holding <dataset>/"),
     out: Optional[Path] = typer.Option(None, help="report folder (default: eval_<dataset>/ beside the checkpoint)"),
     protocol: str = typer.Option("all", help="paper | clean | online | all"),
     weights: Optional[str] = typer.Option(None, help="fusion weights a,b,c[,d] (default: fixed in advance)"),
     fit_weights: bool = typer.Option(False, help="pick the fusion weights on training video (no test labels)"),
     oracle: bool = typer.Option(False, help="also grid-search the weights on TEST labels, as the reference does"),
-    sigma: float = typer.Option(10.0, help="Gaussian smoothing of the offline scores (0: none)"),
-    batch_size: int = typer.Option(16),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    sigma: float = typer.Option(D.sigma, help="Gaussian smoothing of the offline scores (0: none)"),
+    batch_size: int = typer.Option(D.batch_size),
+    device: str = typer.Option(D.device, help="auto | cpu | cuda"),
+    motion_weights: Optional[Path] = typer.Option(None, help="FlowNet weight file (default: the weights dir)"),
+    label_weights: Optional[Path] = typer.Option(None, help="DeepLabv3 weight file (default: weights dir / torch hub cache)"),
 ) -> None:
     """Score every test frame and report micro/macro AUC, EER and AP per protocol."""
-    from mama.evaluate.evaluate import PROTOCOLS, EvalOptions
+    from mama.config import PROTOCOLS
     from mama.evaluate.evaluate import evaluate as run
     from mama.evaluate.fusion import FusionWeights
 
@@ -37,7 +43,8 @@ def evaluate(
     out = out or checkpoint.parent / f"eval_{dataset}"
     result = run(EvalOptions(dataset=dataset, data_root=data_root, checkpoint=checkpoint, out=out,
                              protocols=protocols, weights=w, fit_weights=fit_weights, oracle=oracle,
-                             sigma=sigma, batch_size=batch_size, device=device))
+                             sigma=sigma, batch_size=batch_size, device=device, motion_weights=motion_weights,
+                             label_weights=label_weights))
     print_table(result)
     typer.echo(f"report: {out / 'report.html'}")
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mama.errors import MamaError
+from mama.io import atomic_path
 
 # Learning rates and weight decay of the reference code, per dataset.
 # (The destroyer's rate, a_lr there, equals the generator's on every dataset.)
@@ -36,6 +37,11 @@ PRESETS = {
              "batchnorm": "train", "holdout": 1},
 }
 STAGE_ITERS = {"generator": 60_000, "destroyer": 15_000}
+FRAME_SIZE = 256  # the reference's frame side: frames are resized to FRAME_SIZE x FRAME_SIZE
+BASE_WIDTH = 64  # the paper's generator / destroyer width
+DEFAULT_PRESET = "paper"
+# What the destroyer stage takes from its generator's run unless given (and then alike).
+INHERITED_FROM_GENERATOR = ("preset", "motion", "labels", "size", "base")
 
 
 @dataclass
@@ -43,13 +49,13 @@ class TrainConfig:
     stage: str = "generator"
     dataset: str = "ped2"
     data_root: str = "data"
-    out: str = "runs/ped2"
-    preset: str = "paper"
+    out: str | None = None  # None: runs/<dataset>_<stage>
+    preset: str | None = None  # None: DEFAULT_PRESET (destroyer stage: the generator's)
     iters: int | None = None  # None: the reference count for the stage
     batch_size: int = 4
-    size: int = 256
+    size: int | None = None  # None: FRAME_SIZE (destroyer stage: the generator's)
     seed: int = 0
-    base: int = 64  # generator/destroyer width (paper: 64)
+    base: int | None = None  # generator/destroyer width; None: BASE_WIDTH (destroyer stage: the generator's)
     lr_g: float | None = None
     lr_d: float | None = None
     lr_a: float | None = None  # destroyer
@@ -76,17 +82,20 @@ class TrainConfig:
     select_on_test: bool = False
     calibrate_videos: int = 4  # training videos scored at the end to calibrate `mama score`
     cache_features: bool = True  # exact cache of training labels/flow (+ destroyer predictions)
-    extra: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
         """Fill every None from the dataset's reference hyper-parameters and the preset."""
         if self.stage not in STAGE_ITERS:
             raise MamaError(f"unknown --stage {self.stage!r}; use generator or destroyer")
-        if self.preset not in PRESETS:
-            raise MamaError(f"unknown --preset {self.preset!r}; use one of {', '.join(PRESETS)}")
-        hp = DATASET_HPARAMS.get(self.dataset, DEFAULT_HPARAMS)
-        preset = PRESETS[self.preset]
         c = dataclasses.replace(self)
+        c.preset = self.preset or DEFAULT_PRESET
+        if c.preset not in PRESETS:
+            raise MamaError(f"unknown --preset {c.preset!r}; use one of {', '.join(PRESETS)}")
+        hp = DATASET_HPARAMS.get(self.dataset, DEFAULT_HPARAMS)
+        preset = PRESETS[c.preset]
+        c.out = self.out or str(Path("runs") / f"{self.dataset}_{self.stage}")
+        c.size = self.size if self.size is not None else FRAME_SIZE
+        c.base = self.base if self.base is not None else BASE_WIDTH
         c.iters = self.iters if self.iters is not None else STAGE_ITERS[self.stage]
         c.lr_g = self.lr_g if self.lr_g is not None else hp["lr_g"]
         c.lr_d = self.lr_d if self.lr_d is not None else hp["lr_d"]
@@ -115,7 +124,42 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def save(self, path: Path) -> None:
-        from mama.io import atomic_path
-
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
+
+
+PROTOCOLS = ("paper", "clean", "online")  # mama.evaluate.evaluate
+
+
+@dataclass
+class EvalOptions:
+    """`mama eval`'s settings (mama.evaluate.evaluate)."""
+
+    dataset: str
+    data_root: Path
+    checkpoint: Path
+    out: Path
+    protocols: tuple[str, ...] = PROTOCOLS
+    weights: "FusionWeights | None" = None  # mama.evaluate.fusion.FusionWeights; None: the defaults
+    fit_weights: bool = False
+    oracle: bool = False
+    sigma: float = 10.0  # the reference's smoothing of offline scores (0: none)
+    batch_size: int = 16
+    device: str = "auto"
+    size: int | None = None  # None: the checkpoint's frame size
+    motion_weights: Path | None = None  # None: the weights dir / torch hub cache
+    label_weights: Path | None = None
+
+
+@dataclass
+class ScoreOptions:
+    """`mama score`'s settings (mama.evaluate.score)."""
+
+    input: Path  # a video file, a folder of frames or a folder of videos
+    checkpoint: Path
+    out: Path
+    overlay: Path | None = None  # also write an mp4 with the score and the damaged regions
+    device: str = "auto"
+    batch_size: int = 16
+    motion_weights: Path | None = None  # None: the weights dir / torch hub cache
+    label_weights: Path | None = None

@@ -32,7 +32,8 @@ class DemoOptions:
 
 def run_demo(o: DemoOptions) -> dict:
     from mama.data.synth import write_dataset
-    from mama.evaluate.evaluate import EvalOptions, evaluate
+    from mama.config import EvalOptions
+    from mama.evaluate.evaluate import evaluate
     from mama.train.trainer import train
 
     t0 = time.time()

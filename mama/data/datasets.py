@@ -5,8 +5,7 @@ never read pixels. `read_frame` / `load_video_frames` read frames as the referen
 does (OpenCV, BGR, resized, float32 CHW in [-1, 1]); `ClipDataset` serves every window of
 `clip_len` consecutive frames (4 inputs + the target frame); `VideoBalancedSampler` walks
 those clips in the reference code's endless order (batches of distinct videos, clips
-balanced per video), resumably; `frame_labels` gives the test labels in
-the order the evaluation scores frames.
+balanced per video), resumably.
 
 Layouts understood (labels: uint8 per frame, 1 = abnormal):
 
@@ -50,7 +49,9 @@ import scipy.io
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mama.config import FRAME_SIZE
 from mama.errors import MamaError
+from mama.features.clips import CLIP_LEN
 
 SPLITS = ("training", "testing")
 MAT_DATASETS = ("ped1", "ped2", "avenue", "synth")
@@ -58,8 +59,7 @@ KNOWN_DATASETS = (*MAT_DATASETS, "shanghai", "folder")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv"})
 LABEL_SUFFIXES = (".npy", ".txt")
-CLIP_LEN = 5  # 4 input frames + the predicted one; also the fewest frames a video may have
-DEFAULT_SIZE = (256, 256)  # (H, W), as the reference code
+DEFAULT_SIZE = (FRAME_SIZE, FRAME_SIZE)  # (H, W), as the reference code
 BACKGROUND_FRAMES = 64  # the most frames the per-pixel median background looks at
 SHANGHAI_MASK_DIRS = ("test_frame_mask", "testframemask")  # community / paper repo names
 # Where the frame masks are looked for, relative to <root>/shanghai, in this order: the community
@@ -315,7 +315,8 @@ def make_samples(dataset: str, root: str | Path, split: str) -> list[VideoRecord
 
 
 def label_intervals(labels: np.ndarray) -> list[tuple[int, int]]:
-    """The abnormal runs of a 0/1 label vector as 1-based inclusive (start, end) pairs."""
+    """The runs of 1 (True) in a 0/1 vector as 1-based inclusive (start, end) pairs: the abnormal
+    intervals of a video's labels, of a mask's frames, or of the frames above an alarm threshold."""
     padded = np.concatenate([[0], np.asarray(labels, np.int8), [0]])
     edges = np.flatnonzero(np.diff(padded))
     return [(int(s) + 1, int(e)) for s, e in zip(edges[::2], edges[1::2])]
@@ -466,17 +467,6 @@ class ClipDataset(Dataset):
         if self.with_background:
             item["background"] = torch.from_numpy(self.background(video).copy())
         return item
-
-
-def frame_labels(videos: list[VideoRecord], clip_len: int = CLIP_LEN) -> np.ndarray:
-    """Test labels of every predicted frame, concatenated over videos in ClipDataset order.
-
-    Each video's first clip_len - 1 frames are dropped: they are only ever inputs.
-    """
-    for video in videos:
-        if video.labels is None:
-            raise MamaError(f"{video.source}: no labels for this video; add {video.name}.npy or {video.name}.txt (one 0/1 per frame) beside it")
-    return np.concatenate([v.labels[clip_len - 1 :] for v in videos]).astype(np.uint8)
 
 
 class VideoBalancedSampler(Sampler[int]):

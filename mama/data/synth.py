@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import scipy.io
 
+from mama.data.datasets import label_intervals
 from mama.errors import MamaError
 from mama.io import atomic_path
 
@@ -636,10 +637,8 @@ def render_video(scene: Scene, split: str, index: int, n_frames: int, anomalies:
 
 
 def intervals_from_labels(labels: np.ndarray) -> np.ndarray:
-    """(2, K) int32 [start; end] rows, 1-based inclusive, of the runs of True in a 1-D label array."""
-    padded = np.concatenate([[False], np.asarray(labels, bool), [False]])
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    return np.stack([edges[0::2] + 1, edges[1::2]]).astype(np.int32)
+    """(2, K) int32 [start; end] rows, 1-based inclusive, of the runs of True: a .mat 'gt' cell."""
+    return np.ascontiguousarray(np.array(label_intervals(labels), dtype=np.int32).reshape(-1, 2).T)
 
 
 def encode_jpeg(frame: np.ndarray) -> bytes:

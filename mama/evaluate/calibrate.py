@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mama.data.datasets import VideoRecord, load_video_frames, video_background
-from mama.evaluate.engine import Scorer, needs_background
+from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online
 from mama.evaluate.streams import video_streams
 
@@ -30,7 +30,7 @@ def scene_background(videos: list[VideoRecord], size: int) -> np.ndarray:
 
 def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: FusionWeights = DEFAULT_WEIGHTS) -> dict:
     """Stream statistics and the alarm threshold on normal videos (stored in checkpoints)."""
-    background = scene_background(videos, size) if needs_background(scorer.extractor) else None
+    background = scene_background(videos, size) if scorer.extractor.needs_background else None
     streams = video_streams(scorer, videos, size, background, description="calibrating")
     stats = StreamStats.from_streams(streams)
     w = effective_weights(weights, streams[0])

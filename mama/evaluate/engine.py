@@ -1,9 +1,9 @@
 """Scoring: per-frame score streams of a whole video, each frame's features computed once.
 
 For a video of T frames the generator predicts frames 4..T-1 (0-based) from the 4 before.
-Each frame's labels and each consecutive pair's flow are computed exactly once
-(FeatureExtractor.video_inputs), then clips are assembled by indexing those caches and run
-through the generator (and destroyer) in batches.
+Each frame's labels and each consecutive pair's flow are computed exactly once (a
+FeatureStore filled with the video), then clips are assembled from the store and run through
+the generator (and destroyer) in batches.
 
 On CPU the networks run as inference copies (mama.models.inference: BatchNorm folded,
 channels_last, Winograd 3x3 convolutions) made once when the Scorer is built, so the models
@@ -18,16 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mama.models.inference import copies_pay, prepare_extractor, prepare_for_inference
-from mama.train.losses import TRIPLET_MARGIN, bottleneck_sims, frame_sse
-
-CLIP_INPUTS = 4  # frames in, the fifth is predicted
+from mama.features.clips import INPUT_FRAMES
+from mama.features.extractor import FeatureExtractor
+from mama.features.store import FeatureStore
+from mama.models.inference import copies_pay, prepare_for_inference
+from mama.models.scores import TRIPLET_MARGIN, bottleneck_sims, frame_sse
 
 
 @dataclass
 class Scorer:
     generator: nn.Module
-    extractor: object  # mama.models.providers.FeatureExtractor
+    extractor: FeatureExtractor
     destroyer: nn.Module | None = None
     device: torch.device = torch.device("cpu")
     batch_size: int = 16
@@ -43,27 +44,34 @@ class Scorer:
             self.generator = prepare_for_inference(self.generator, self.device)
             if self.destroyer is not None:
                 self.destroyer = prepare_for_inference(self.destroyer, self.device)
-            self.extractor = prepare_extractor(self.extractor, self.device)
+            self.extractor = self.extractor.inference_copy(self.device)
+
+    def _video(self, frames, background) -> tuple[torch.Tensor, FeatureStore]:
+        """The frames on the device and a store filled with their features (video 0)."""
+        frames = torch.as_tensor(frames, dtype=torch.float32)
+        if frames.shape[0] <= INPUT_FRAMES:
+            raise ValueError(f"a video needs more than {INPUT_FRAMES} frames to be scored, got {frames.shape[0]}")
+        frames = frames.to(self.device)
+        bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
+        store = FeatureStore(self.extractor, self.device)
+        store.fill_video(0, frames, bg)
+        return frames, store
+
+    def _targets(self, frames: torch.Tensor):
+        return torch.arange(INPUT_FRAMES, frames.shape[0], device=self.device).split(self.batch_size)
 
     @torch.inference_mode()
     def video_streams(self, frames: np.ndarray | torch.Tensor, background=None) -> dict[str, np.ndarray]:
         """Streams (sim_motion, sim_label, sse[, destroyer_sse]) for targets 4..T-1 of one video."""
-        frames = torch.as_tensor(frames, dtype=torch.float32)
-        if frames.shape[0] <= CLIP_INPUTS:
-            raise ValueError(f"a video needs more than {CLIP_INPUTS} frames to be scored, got {frames.shape[0]}")
-        frames = frames.to(self.device)
-        bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
-        return self.cache_streams(self.extractor.video_inputs(frames, bg))
+        frames, store = self._video(frames, background)
+        return self.stored_streams(store, 0, frames)
 
     @torch.inference_mode()
-    def cache_streams(self, cache) -> dict[str, np.ndarray]:
-        """Streams for targets 4..T-1 of a video whose features are already computed
-        (a FeatureExtractor.video_inputs cache): only the networks run."""
+    def stored_streams(self, store: FeatureStore, video: int, frames: torch.Tensor) -> dict[str, np.ndarray]:
+        """Streams for targets 4..T-1 of a video whose features `store` holds: only the networks run."""
         out: dict[str, list[np.ndarray]] = {}
-        targets = torch.arange(CLIP_INPUTS, cache.frames.shape[0], device=self.device)
-        for chunk in targets.split(self.batch_size):
-            streams = self.clip_streams(*self.extractor.clips_from_video(cache, chunk))
-            for k, v in streams.items():
+        for chunk in self._targets(frames):
+            for k, v in self.clip_streams(*store.video_clip_inputs(video, frames, chunk)).items():
                 out.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in out.items()}
 
@@ -89,28 +97,18 @@ class Scorer:
         return pred, (self.destroyer(pred) if self.destroyer is not None else pred)
 
     @torch.inference_mode()
-    def video_maps(self, frames, background=None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-pixel maps for targets 4..T-1 of one video, each (T-4, H, W) float32: the
-        generator's error |prediction - frame| and the destroyer's damage |destroyed - prediction|
-        (each the max over channels, in [-1, 1] units)."""
-        frames = torch.as_tensor(frames, dtype=torch.float32).to(self.device)
-        bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
-        cache = self.extractor.video_inputs(frames, bg)
-        errors, damages = [], []
-        for chunk in torch.arange(CLIP_INPUTS, frames.shape[0], device=self.device).split(self.batch_size):
-            x, flows, labels, target = self.extractor.clips_from_video(cache, chunk)
+    def video_maps(self, frames, background=None):
+        """Per-pixel maps, batch by batch, for targets 4..T-1 of one video: yields (targets,
+        error, damage), error = the generator's |prediction - frame| and damage = the destroyer's
+        |destroyed - prediction|, each (B, H, W) float32 (max over channels, [-1, 1] units)."""
+        frames, store = self._video(frames, background)
+        for chunk in self._targets(frames):
+            x, flows, labels, target = store.video_clip_inputs(0, frames, chunk)
             pred, destroyed = self.destroyed(x, flows, labels)
-            errors.append(pixel_difference(pred, target))
-            damages.append(pixel_difference(destroyed, pred))
-        return np.concatenate(errors), np.concatenate(damages)
+            yield chunk.tolist(), pixel_difference(pred, target), pixel_difference(destroyed, pred)
 
 
 def pixel_difference(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) x2 -> (B, H, W): max over channels of |a - b|; the destroyer's damage map
     when a is its output and b the prediction it was given."""
     return (a.float() - b.float()).abs().amax(dim=1).cpu().numpy()
-
-
-def needs_background(extractor) -> bool:
-    """Whether the extractor's label provider needs each video's background image."""
-    return extractor.labels is not None and extractor.labels.uses_background

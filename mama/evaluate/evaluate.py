@@ -11,16 +11,18 @@ Protocols (each row says which, and whether any test label was used):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from mama import metrics
+from mama.config import PROTOCOLS, EvalOptions  # noqa: F401  (PROTOCOLS: the CLI's choices)
 from mama.data.datasets import make_samples
 from mama.errors import MamaError
 from mama.evaluate.calibrate import effective_weights, scene_background
-from mama.evaluate.engine import CLIP_INPUTS, Scorer, needs_background
+from mama.evaluate.engine import Scorer
+from mama.features.clips import INPUT_FRAMES
 from mama.evaluate.fusion import (
     DEFAULT_WEIGHTS,
     FusionWeights,
@@ -31,8 +33,15 @@ from mama.evaluate.fusion import (
 )
 from mama.evaluate.localisation import localisation, mask_dir
 from mama.evaluate.streams import video_streams
+from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator
+from mama.features.registry import build_extractor
+from mama.models.build import models_from_run
+from mama.models.checkpoint import read_file
+from mama.runtime import pick_device
 
-PROTOCOLS = ("paper", "clean", "online")
+
+
+FIT_CLIPS = 64  # clips per kind (normal, each pseudo-anomaly) that --fit-weights fits on
 
 
 def stream_ablation(streams: list[dict], labels: list[np.ndarray], weights: FusionWeights, sigma: float) -> list[dict]:
@@ -55,23 +64,6 @@ def stream_ablation(streams: list[dict], labels: list[np.ndarray], weights: Fusi
     return rows
 
 
-@dataclass
-class EvalOptions:
-    dataset: str
-    data_root: Path
-    checkpoint: Path
-    out: Path
-    protocols: tuple[str, ...] = PROTOCOLS
-    weights: FusionWeights | None = None
-    fit_weights: bool = False
-    oracle: bool = False
-    sigma: float = 10.0
-    batch_size: int = 16
-    device: str = "auto"
-    size: int | None = None
-    extra: dict = field(default_factory=dict)
-
-
 def _rows_for(name, protocol, weights, tag, streams, labels, sigma, fuse, labels_used) -> list[dict]:
     rows = []
     for s in (0.0, sigma) if sigma > 0 else (0.0,):
@@ -89,32 +81,12 @@ def _rows_for(name, protocol, weights, tag, streams, labels, sigma, fuse, labels
     return rows
 
 
-def fit_weights_label_free(scorer: Scorer, videos, size: int, with_destroyer: bool) -> tuple[FusionWeights, float]:
-    """Pick fusion weights WITHOUT test labels: on normal training video, clips whose input
-    frames are 3 apart (a sudden speed change, a common pseudo-anomaly) must score above
-    the same video's ordinary clips. Grid and fusion as in the reference."""
-    from mama.data.datasets import load_video_frames, video_background
-
-    normal, labels = [], []
-    for v in videos:
-        frames = load_video_frames(v, (size, size))
-        bg = video_background(frames) if needs_background(scorer.extractor) else None
-        plain = scorer.video_streams(frames, bg)
-        fast = scorer.video_streams(frames[::3], bg)
-        normal.append({k: np.concatenate([plain[k], fast[k]]) for k in plain})
-        labels.append(np.r_[np.zeros(len(plain["sse"])), np.ones(len(fast["sse"]))])
-    return search_weights(normal, labels, with_destroyer)
-
-
 def evaluate(opts: EvalOptions) -> dict:
-    from mama.models.build import build_extractor, build_models_from_checkpoint
-    from mama.train.runtime import load_checkpoint, pick_device
-
-    payload = load_checkpoint(opts.checkpoint)
-    net_g, net_a, meta = build_models_from_checkpoint(payload, opts.checkpoint, need_destroyer=False)
-    size = opts.size or meta.get("size", 256)
+    payload = read_file(opts.checkpoint, "run")
+    net_g, net_a, meta = models_from_run(payload, opts.checkpoint, need_destroyer=False)
+    size = opts.size or meta["size"]
     device = pick_device(opts.device)
-    extractor = build_extractor(meta["motion"], meta["labels"], device)
+    extractor = build_extractor(meta["motion"], meta["labels"], device, opts.motion_weights, opts.label_weights)
     net_g.to(device).eval()
     if net_a is not None:
         net_a.to(device).eval()
@@ -125,12 +97,12 @@ def evaluate(opts: EvalOptions) -> dict:
             f"test videos {', '.join(unlabeled[:5])} of {opts.data_root}/{opts.dataset} have no labels; "
             "`mama eval` needs ground truth (use `mama score` to score unlabeled video)"
         )
-    labels = [v.labels[CLIP_INPUTS:] for v in videos]
+    labels = [v.labels[INPUT_FRAMES:] for v in videos]
     flat = np.concatenate(labels)
     if flat.min() == flat.max():
         raise MamaError(
             f"every scored test frame of {opts.data_root}/{opts.dataset} is {'abnormal' if flat[0] else 'normal'} "
-            "(the first 4 frames of each video are never scored); frame-level AUC needs both kinds"
+            f"(the first {INPUT_FRAMES} frames of each video are never scored); frame-level AUC needs both kinds"
         )
     scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size)
     streams = video_streams(scorer, videos, size, description="test videos")
@@ -143,11 +115,14 @@ def evaluate(opts: EvalOptions) -> dict:
     rows: list[dict] = []
     fitted = {}
     if opts.fit_weights:
-        train_videos = make_samples(opts.dataset, Path(opts.data_root), "training")[-2:]
+        # The weights that best separate normal training clips from pseudo-anomalous ones made
+        # from them (mama.evaluate.validation): no test label.
+        train_videos = make_samples(opts.dataset, Path(opts.data_root), "training")
         for name, with_d in variants:
+            kinds = DESTROYER_KINDS if with_d else GENERATOR_KINDS
+            pseudo = PseudoAnomalyValidator(scorer.extractor, train_videos, size, FIT_CLIPS, kinds, seed=0, device=device)
             # The generator-only scorer reuses the inference copies the first one made.
-            fitted[name] = fit_weights_label_free(scorer if with_d else replace(scorer, destroyer=None),
-                                                  train_videos, size, with_d)[0]
+            fitted[name] = pseudo.fit_weights(scorer if with_d else replace(scorer, destroyer=None), with_d)[0]
     for name, with_d in variants:
         chosen = fitted.get(name, base_weights)
         w = effective_weights(chosen if with_d else chosen.without_destroyer(), streams[0])
@@ -174,7 +149,7 @@ def evaluate(opts: EvalOptions) -> dict:
                 )
             stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
             on_streams = streams
-            if needs_background(extractor):
+            if extractor.needs_background:
                 bg = calib.get("background")
                 bg = bg.numpy() if bg is not None else scene_background(
                     make_samples(opts.dataset, Path(opts.data_root), "training"), size)

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from mama.data.datasets import VideoRecord, load_video_frames, video_background
-from mama.evaluate.engine import CLIP_INPUTS, Scorer, needs_background
+from mama.evaluate.engine import Scorer
+from mama.features.clips import INPUT_FRAMES
 
 DESTROYED = 0.5  # damage (in [-1, 1] units, a quarter of the range) above which a pixel counts as destroyed
 BINS = 4000  # over [0, 2], the largest possible difference
@@ -29,7 +30,7 @@ def mask_dir(data_root: str | Path, dataset: str) -> Path:
 def load_masks(folder: Path, video: VideoRecord, size: int) -> np.ndarray:
     """(T-4, size, size) bool masks of the scored frames; a pixel is anomalous when at least
     half of its area is (masks are resized from the dataset's own resolution)."""
-    masks = np.load(folder / f"{video.name}.npy", allow_pickle=False)[CLIP_INPUTS:]
+    masks = np.load(folder / f"{video.name}.npy", allow_pickle=False)[INPUT_FRAMES:]
     return np.stack([cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5 for m in masks])
 
 
@@ -75,11 +76,12 @@ def localisation(scorer: Scorer, videos: list[VideoRecord], size: int, masks: Pa
     damage, error = _Tally(), _Tally()
     for v in videos:
         frames = load_video_frames(v, (size, size))
-        bg = video_background(frames) if needs_background(scorer.extractor) else None
-        err, dmg = scorer.video_maps(frames, bg)
+        bg = video_background(frames) if scorer.extractor.needs_background else None
         m = load_masks(masks, v, size)
-        damage.add(dmg, m)
-        error.add(err, m)
+        for targets, err, dmg in scorer.video_maps(frames, bg):
+            rows = [t - INPUT_FRAMES for t in targets]
+            damage.add(dmg, m[rows])
+            error.add(err, m[rows])
     out = {"anomalous_pixels": damage.count["in"], "normal_pixels": damage.count["out"],
            **damage.summary("damage"), **error.summary("generator_error")}
     return out

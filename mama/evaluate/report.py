@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from mama.evaluate.engine import CLIP_INPUTS  # noqa: E402
+from mama.data.datasets import label_intervals  # noqa: E402
+from mama.features.clips import INPUT_FRAMES  # noqa: E402
 from mama.io import atomic_path  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def write_report(out: Path, result: dict, rows: list[dict], videos, streams, lab
         w.writerow(["video", "frame", *names, "score", "label"])
         for v, s, fused, lab in zip(videos, streams, head["_scores"], labels):
             for i in range(len(lab)):
-                w.writerow([v.name, i + CLIP_INPUTS, *(f"{s[n][i]:.6g}" for n in names), f"{fused[i]:.6g}", int(lab[i])])
+                w.writerow([v.name, i + INPUT_FRAMES, *(f"{s[n][i]:.6g}" for n in names), f"{fused[i]:.6g}", int(lab[i])])
 
     flat_l = np.concatenate(labels)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -74,11 +75,10 @@ def write_report(out: Path, result: dict, rows: list[dict], videos, streams, lab
     rows_n = math.ceil(n / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 2.2 * rows_n), squeeze=False)
     for ax, v, fused, lab in zip(axes.ravel(), videos, head["_scores"], labels):
-        x = np.arange(len(lab)) + CLIP_INPUTS
+        x = np.arange(len(lab)) + INPUT_FRAMES
         ax.plot(x, fused, lw=1)
-        ab = np.flatnonzero(np.diff(np.r_[0, lab.astype(int), 0]))
-        for start, end in zip(ab[::2], ab[1::2]):
-            ax.axvspan(start + CLIP_INPUTS, end + CLIP_INPUTS - 1, color="red", alpha=0.2, lw=0)
+        for start, end in label_intervals(lab):  # 1-based inclusive runs of scored frames
+            ax.axvspan(start - 1 + INPUT_FRAMES, end - 1 + INPUT_FRAMES, color="red", alpha=0.2, lw=0)
         ax.set_title(f"video {v.name}", fontsize=8)
         ax.tick_params(labelsize=6)
     for ax in axes.ravel()[n:]:

@@ -22,12 +22,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
-from mama.data.datasets import load_video_frames, make_folder_samples, video_background  # noqa: E402
+from mama.data.datasets import label_intervals, load_video_frames, make_folder_samples, video_background  # noqa: E402
+from mama.config import ScoreOptions  # noqa: E402
 from mama.errors import MamaError  # noqa: E402
-from mama.evaluate.engine import CLIP_INPUTS, Scorer, needs_background, pixel_difference  # noqa: E402
+from mama.evaluate.engine import Scorer  # noqa: E402
+from mama.features.clips import INPUT_FRAMES  # noqa: E402
 from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online  # noqa: E402
 from mama.evaluate.localisation import DESTROYED  # noqa: E402
+from mama.features.registry import build_extractor  # noqa: E402
 from mama.io import atomic_path  # noqa: E402
+from mama.models.build import models_from_run  # noqa: E402
+from mama.models.checkpoint import read_file  # noqa: E402
+from mama.runtime import pick_device  # noqa: E402
 
 WARMUP_FRAMES = 50  # frames a new camera's background is estimated from, when none is stored
 MIN_EVENT_FRAMES = 3  # shorter runs above the threshold are not reported as events
@@ -43,36 +49,31 @@ class Event:
         return {"start": self.start, "end": self.end, "peak": round(self.peak, 4)}
 
 
-def find_events(scores: np.ndarray, threshold: float, first_frame: int = CLIP_INPUTS,
+def find_events(scores: np.ndarray, threshold: float, first_frame: int = INPUT_FRAMES,
                 min_len: int = MIN_EVENT_FRAMES) -> list[Event]:
     """Runs of consecutive frames scoring above `threshold`, at least `min_len` long."""
-    above = np.r_[False, scores > threshold, False]
-    edges = np.flatnonzero(np.diff(above.astype(np.int8)))
     return [
-        Event(int(s + first_frame), int(e - 1 + first_frame), float(scores[s:e].max()))
-        for s, e in zip(edges[::2], edges[1::2])
-        if e - s >= min_len
+        Event(s - 1 + first_frame, e - 1 + first_frame, float(scores[s - 1 : e].max()))
+        for s, e in label_intervals(np.asarray(scores) > threshold)
+        if e - s + 1 >= min_len
     ]
 
 
-def score_videos(input_path: Path, checkpoint: Path, out: Path, overlay: Path | None = None,
-                 device: str = "auto", batch_size: int = 16) -> dict:
-    from mama.models.build import build_extractor, build_models_from_checkpoint
-    from mama.train.runtime import load_checkpoint, pick_device
-
-    payload = load_checkpoint(checkpoint)
+def score_videos(o: ScoreOptions) -> dict:
+    input_path, checkpoint, out, overlay = o.input, o.checkpoint, o.out, o.overlay
+    payload = read_file(checkpoint, "run")
     calib = payload.get("calibration")
     if calib is None:
         raise MamaError(
             f"{checkpoint} has no calibration (alarm threshold, stream statistics); use a final.pt/best.pt "
             "written by `mama train`, which calibrates on normal training video at the end"
         )
-    net_g, net_a, meta = build_models_from_checkpoint(payload, checkpoint, need_destroyer=False)
-    dev = pick_device(device)
-    extractor = build_extractor(meta["motion"], meta["labels"], dev)
+    net_g, net_a, meta = models_from_run(payload, checkpoint, need_destroyer=False)
+    dev = pick_device(o.device)
+    extractor = build_extractor(meta["motion"], meta["labels"], dev, o.motion_weights, o.label_weights)
     scorer = Scorer(net_g.to(dev).eval(), extractor, net_a.to(dev).eval() if net_a is not None else None,
-                    dev, batch_size=batch_size)
-    size = int(meta.get("size", 256))
+                    dev, batch_size=o.batch_size)
+    size = int(meta["size"])
     stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
     weights = FusionWeights(**calib["weights"])
     threshold, sigma = float(calib["threshold"]), float(calib["sigma"])
@@ -83,10 +84,10 @@ def score_videos(input_path: Path, checkpoint: Path, out: Path, overlay: Path | 
         task = bar.add_task("scoring", total=len(videos))
         for v in videos:
             frames = load_video_frames(v, (size, size))
-            if frames.shape[0] <= CLIP_INPUTS:
-                raise MamaError(f"{v.source}: {frames.shape[0]} frames; scoring needs at least {CLIP_INPUTS + 1}")
+            if frames.shape[0] <= INPUT_FRAMES:
+                raise MamaError(f"{v.source}: {frames.shape[0]} frames; scoring needs at least {INPUT_FRAMES + 1}")
             bg = None
-            if needs_background(extractor):
+            if extractor.needs_background:
                 stored = calib.get("background")
                 bg = stored.numpy() if stored is not None else video_background(frames[:WARMUP_FRAMES])
             streams = scorer.video_streams(frames, bg)
@@ -109,10 +110,10 @@ def score_videos(input_path: Path, checkpoint: Path, out: Path, overlay: Path | 
         w.writerow(["video", "frame", *names, "score", "alarm"])
         for v, _, _, streams, scores, events in results:
             for i, s in enumerate(scores):
-                w.writerow([v.name, i + CLIP_INPUTS, *(f"{streams[n][i]:.6g}" for n in names), f"{s:.6g}", int(s > threshold)])
+                w.writerow([v.name, i + INPUT_FRAMES, *(f"{streams[n][i]:.6g}" for n in names), f"{s:.6g}", int(s > threshold)])
             summary["videos"].append({
-                "video": v.name, "source": str(v.source), "frames": int(len(scores) + CLIP_INPUTS),
-                "first_scored_frame": CLIP_INPUTS, "scores": [round(float(s), 5) for s in scores],
+                "video": v.name, "source": str(v.source), "frames": int(len(scores) + INPUT_FRAMES),
+                "first_scored_frame": INPUT_FRAMES, "scores": [round(float(s), 5) for s in scores],
                 "events": [e.as_dict() for e in events],
             })
     with atomic_path(out / "scores.json") as tmp:
@@ -129,7 +130,7 @@ def score_videos(input_path: Path, checkpoint: Path, out: Path, overlay: Path | 
 
 def _plot(path: Path, name: str, scores: np.ndarray, threshold: float, events: list[Event]) -> None:
     fig, ax = plt.subplots(figsize=(8, 2.4))
-    x = np.arange(len(scores)) + CLIP_INPUTS
+    x = np.arange(len(scores)) + INPUT_FRAMES
     ax.plot(x, scores, lw=1, label="score")
     ax.axhline(threshold, color="red", lw=0.8, ls="--", label="alarm threshold")
     for e in events:
@@ -148,9 +149,6 @@ def write_overlay(path: Path, scorer: Scorer, frames: np.ndarray, background, sc
                   threshold: float, scale: int = 2) -> None:
     """An mp4 of the scored frames with the score, the alarm state and the regions the
     destroyer painted over (where its output departs from the prediction) drawn in red."""
-    t = torch.as_tensor(frames, dtype=torch.float32, device=scorer.device)
-    bg = None if background is None else torch.as_tensor(background, dtype=torch.float32, device=scorer.device)
-    cache = scorer.extractor.video_inputs(t, bg)
     h, w = frames.shape[-2:]
     size = (w * scale, h * scale)
     with atomic_path(path, suffix=path.suffix or ".mp4") as tmp:
@@ -158,18 +156,14 @@ def write_overlay(path: Path, scorer: Scorer, frames: np.ndarray, background, sc
         if not writer.isOpened():
             raise MamaError(f"cannot write the overlay video {path}; give a path ending in .mp4 in a writable folder")
         try:
-            targets = torch.arange(CLIP_INPUTS, t.shape[0], device=scorer.device)
-            for chunk in targets.split(scorer.batch_size):
-                x, flows, labels, _ = scorer.extractor.clips_from_video(cache, chunk)
-                pred, destroyed = scorer.destroyed(x, flows, labels)
-                damage = pixel_difference(destroyed, pred)  # (B, H, W)
-                for k, idx in enumerate(chunk.tolist()):
+            for chunk, _, damage in scorer.video_maps(frames, background):
+                for k, idx in enumerate(chunk):
                     img = ((frames[idx].transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
                     img = cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_NEAREST)
                     mask = cv2.resize((damage[k] > DESTROYED).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
                     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
                     cv2.drawContours(img, contours, -1, (0, 0, 255), 1)
-                    s = float(scores[idx - CLIP_INPUTS])
+                    s = float(scores[idx - INPUT_FRAMES])
                     alarm = s > threshold
                     bar_w = int(np.clip(s / max(threshold, 1e-6) * 0.5, 0, 1) * (size[0] - 8))
                     cv2.rectangle(img, (4, size[1] - 10), (4 + bar_w, size[1] - 4),

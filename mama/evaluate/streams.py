@@ -6,7 +6,8 @@ import numpy as np
 from rich.progress import Progress
 
 from mama.data.datasets import VideoRecord, load_video_frames, video_background
-from mama.evaluate.engine import CLIP_INPUTS, Scorer, needs_background
+from mama.evaluate.engine import Scorer
+from mama.features.clips import INPUT_FRAMES
 
 
 def video_streams(
@@ -26,9 +27,9 @@ def video_streams(
         for v in videos:
             frames = load_video_frames(v, (size, size))
             if max_frames is not None:
-                frames = frames[: max_frames + CLIP_INPUTS]
+                frames = frames[: max_frames + INPUT_FRAMES]
             bg = None
-            if needs_background(scorer.extractor):
+            if scorer.extractor.needs_background:
                 bg = background if background is not None else video_background(frames)
             out.append(scorer.video_streams(frames, bg))
             bar.advance(task)

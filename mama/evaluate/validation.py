@@ -31,9 +31,12 @@ import torch
 from mama import metrics
 from mama.data.datasets import VideoRecord, background_indices, make_samples, read_video_frames, video_background
 from mama.evaluate.calibrate import effective_weights
-from mama.evaluate.engine import CLIP_INPUTS, Scorer, needs_background
+from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online, search_weights
 from mama.evaluate.streams import video_streams
+from mama.features.clips import INPUT_FRAMES
+from mama.features.extractor import FeatureExtractor
+from mama.features.store import FeatureStore
 
 SKIP_STRIDE = 3  # frames apart in a skip clip
 PATCH_FRACTION = 4  # a pasted patch is size // 4 wide (64 px at 256)
@@ -45,10 +48,11 @@ DESTROYER_KINDS = ("skip", "patch")
 
 @dataclass
 class Window:
-    """Consecutive clips of one kind ("normal" or a pseudo-anomaly), features computed."""
+    """Consecutive frames of one kind ("normal" or a pseudo-anomaly): video `index` of the store."""
 
     kind: str
-    cache: object  # mama.models.providers.VideoCache
+    index: int
+    frames: torch.Tensor  # (T, 3, S, S) on the device
 
 
 def _paste_moving_patch(frames: np.ndarray, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -68,12 +72,13 @@ def _paste_moving_patch(frames: np.ndarray, patch: np.ndarray, rng: np.random.Ge
 class PseudoAnomalyValidator:
     """A fixed set of normal and pseudo-anomalous training clips, and the AUC between them."""
 
-    def __init__(self, extractor, videos: list[VideoRecord], size: int, clips_per_kind: int,
+    def __init__(self, extractor: FeatureExtractor, videos: list[VideoRecord], size: int, clips_per_kind: int,
                  kinds: tuple[str, ...], seed: int, device: torch.device | str = "cpu"):
         if not videos:
             raise ValueError("pseudo-anomaly validation needs at least one training video")
         self.kinds = tuple(kinds)
         self.windows: list[Window] = []
+        self.store = FeatureStore(extractor, device)
         picks = np.unique(np.linspace(0, len(videos) - 1, min(len(videos), WINDOW_VIDEOS)).round().astype(int))
         per_video = max(1, math.ceil(clips_per_kind / len(picks)))
         rng = np.random.default_rng([seed, 20260])
@@ -83,22 +88,23 @@ class PseudoAnomalyValidator:
             t = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
             bg = None if background is None else torch.from_numpy(background).to(device)
             with torch.inference_mode():
-                self.windows.append(Window(kind, extractor.video_inputs(t, bg)))
+                self.store.fill_video(len(self.windows), t, bg)
+            self.windows.append(Window(kind, len(self.windows), t))
 
         for n, i in enumerate(picks):
             video = videos[i]
             frames_total = video.num_frames
             bg = None
-            if needs_background(extractor):
+            if extractor.needs_background:
                 bg = video_background(read_video_frames(video, background_indices(frames_total), (size, size)))
-            clips = min(per_video, frames_total - CLIP_INPUTS)
-            start = int(rng.integers(0, frames_total - (clips + CLIP_INPUTS) + 1))
-            normal = read_video_frames(video, range(start, start + clips + CLIP_INPUTS), (size, size))
+            clips = min(per_video, frames_total - INPUT_FRAMES)
+            start = int(rng.integers(0, frames_total - (clips + INPUT_FRAMES) + 1))
+            normal = read_video_frames(video, range(start, start + clips + INPUT_FRAMES), (size, size))
             add("normal", normal, bg)
             if "skip" in self.kinds:
-                skip_clips = min(per_video, (frames_total - 1) // SKIP_STRIDE + 1 - CLIP_INPUTS)
+                skip_clips = min(per_video, (frames_total - 1) // SKIP_STRIDE + 1 - INPUT_FRAMES)
                 if skip_clips >= 1:
-                    span = (skip_clips + CLIP_INPUTS - 1) * SKIP_STRIDE + 1
+                    span = (skip_clips + INPUT_FRAMES - 1) * SKIP_STRIDE + 1
                     s = int(rng.integers(0, frames_total - span + 1))
                     add("skip", read_video_frames(video, range(s, s + span, SKIP_STRIDE), (size, size)), bg)
             if "patch" in self.kinds:
@@ -115,13 +121,21 @@ class PseudoAnomalyValidator:
     def clips(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for w in self.windows:
-            out[w.kind] = out.get(w.kind, 0) + w.cache.frames.shape[0] - CLIP_INPUTS
+            out[w.kind] = out.get(w.kind, 0) + w.frames.shape[0] - INPUT_FRAMES
         return out
+
+    def fit_weights(self, scorer: Scorer, with_destroyer: bool) -> tuple[FusionWeights, float]:
+        """The reference grid's weights that best separate this set's pseudo-anomalous clips from
+        its normal ones (`mama eval --fit-weights`), with the AUC they reach."""
+        streams = [scorer.stored_streams(self.store, w.index, w.frames) for w in self.windows]
+        joined = {k: np.concatenate([s[k] for s in streams]) for k in streams[0]}
+        labels = np.concatenate([np.full(len(s["sse"]), float(w.kind != "normal")) for s, w in zip(streams, self.windows)])
+        return search_weights([joined], [labels], with_destroyer and "destroyer_sse" in joined)
 
     def score(self, scorer: Scorer, weights: FusionWeights = DEFAULT_WEIGHTS) -> dict[str, float]:
         """{"auc": normal vs every pseudo-anomaly, "auc_<kind>": vs each kind}; weights of
         streams the scorer does not produce are zeroed (no destroyer: the generator's fusion)."""
-        streams = [scorer.cache_streams(w.cache) for w in self.windows]
+        streams = [scorer.stored_streams(self.store, w.index, w.frames) for w in self.windows]
         stats = StreamStats.from_streams([s for s, w in zip(streams, self.windows) if w.kind == "normal"])
         w = effective_weights(weights, streams[0])
         fused = [fuse_online(s, w, stats) for s in streams]
@@ -140,5 +154,5 @@ def test_set_auc(scorer: Scorer, dataset: str, data_root: str | Path, size: int,
     """--select-on-test only: the best micro AUC over the reference's weight grid on the TEST set."""
     videos = make_samples(dataset, Path(data_root), "testing")
     streams = video_streams(scorer, videos, size, progress=False)
-    labels = [v.labels[CLIP_INPUTS:] for v in videos]
+    labels = [v.labels[INPUT_FRAMES:] for v in videos]
     return search_weights(streams, labels, with_destroyer and "destroyer_sse" in streams[0])[1]

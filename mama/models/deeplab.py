@@ -13,7 +13,6 @@ pass is a deterministic x8 bilinear upsampling (`upsample_logits`).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +20,7 @@ from torch import nn
 from torchvision.models.segmentation import deeplabv3_resnet101
 
 from mama.errors import MamaError
+from mama.models.checkpoint import read_file
 
 NUM_CLASSES = 21
 
@@ -48,42 +48,10 @@ def upsample_logits(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def checkpoint_filter_fn(state_dict: dict) -> dict:
-    """Map a DeepLabv3 checkpoint onto `DeepLabV3Logits.net`'s keys.
-
-    Accepts torchvision's plain state dict, a dict wrapping it under 'state_dict' or 'model',
-    and DataParallel's `module.` prefix; drops the unused aux head.
-    """
-    for key in ("state_dict", "model"):
-        if key in state_dict and isinstance(state_dict[key], dict):
-            state_dict = state_dict[key]
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        if key.startswith("aux_classifier."):
-            continue
-        out[key] = value
-    return out
-
-
-def load_deeplab_state_dict(path: str | os.PathLike) -> dict:
-    """Read a DeepLabv3 checkpoint safely (weights_only); MamaError naming the file if unreadable."""
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (torch raises many types for a bad file; the user needs the name)
-        raise MamaError(f"cannot read DeepLabv3 weights {path} ({type(exc).__name__}); "
-                        f"use torchvision's deeplabv3_resnet101_coco-586e9e4e.pth") from None
-    if not isinstance(payload, dict):
-        raise MamaError(f"{path} holds a {type(payload).__name__}, not a DeepLabv3 state dict; "
-                        f"use torchvision's deeplabv3_resnet101_coco-586e9e4e.pth")
-    return checkpoint_filter_fn(payload)
-
-
 def build_deeplabv3(weights: str | os.PathLike | None = None, device="cpu") -> DeepLabV3Logits:
     """The model in eval mode on `device`: random init when `weights` is None, else the file
     loaded strictly (a file for another architecture raises a MamaError naming it)."""
-    state = None if weights is None else load_deeplab_state_dict(weights)  # a bad file fails fast
+    state = None if weights is None else read_file(weights, "deeplab")  # a bad file fails fast
     if state is not None and not any(k.startswith("backbone.") for k in state):
         _reject(weights, "no backbone.* keys")  # clearly another network: skip building ResNet-101
     model = DeepLabV3Logits()

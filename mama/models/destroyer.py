@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mama.models.layers import decoder_stages, encoder_stages, strip_module_prefix
+from mama.models.layers import decoder_stages, encoder_stages
 
 
 class Destroyer(nn.Module):
@@ -61,9 +61,7 @@ def checkpoint_filter_fn(state_dict: dict, model: Destroyer | None = None) -> di
     """Turn a foreign checkpoint into this model's state dict.
 
     Recognised: a reference-code destroyer-stage checkpoint (a dict holding 'net_a' beside
-    'net_g', 'net_d', optimiser states, 'step') -> its 'net_a'; keys prefixed `module.`.
-    The reference's module names are this model's, so no key is renamed.
+    'net_g', 'net_d', optimiser states, 'step') -> its 'net_a'. The reference's module names
+    are this model's, so no key is renamed.
     """
-    if "net_a" in state_dict:
-        state_dict = state_dict["net_a"]
-    return strip_module_prefix(state_dict)
+    return state_dict["net_a"] if "net_a" in state_dict else state_dict

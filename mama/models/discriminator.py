@@ -16,8 +16,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mama.models.layers import strip_module_prefix
-
 KERNEL, PADDING = 4, 2
 
 
@@ -64,8 +62,6 @@ def checkpoint_filter_fn(state_dict: dict, model: PatchDiscriminator | None = No
     """Turn a foreign checkpoint into this model's state dict.
 
     Recognised: a reference-code training checkpoint (a dict holding 'net_d') -> its
-    'net_d'; keys prefixed `module.`. The reference's names are this model's.
+    'net_d'. The reference's names are this model's.
     """
-    if "net_d" in state_dict:
-        state_dict = state_dict["net_d"]
-    return strip_module_prefix(state_dict)
+    return state_dict["net_d"] if "net_d" in state_dict else state_dict

@@ -23,30 +23,26 @@ Between stages the second image is warped by the current flow and the per-pixel 
 the residual is fed on (FlowNet2's Resample2d + ChannelNorm, fused in mama.ops.warp_residual).
 H and W must be multiples of 64 (six stride-2 levels).
 
-`load_flownet` reads a flownet2-pytorch checkpoint strictly; `flownet2sd_reference_flow`
-is the F2LM reference code's use of FlowNet2-SD (DESIGN §5), with its exact cache point
-`flownet2sd_reference_lowres` (DESIGN §9).
+`load_flownet` builds a model and loads a flownet2-pytorch checkpoint into it strictly. How
+the F2LM reference code feeds FlowNet2-SD is the motion provider's (mama.features.motion);
+where the files are found is mama.weights'.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from mama import ops
 from mama.errors import MamaError
-from mama.weights import weights_dir
+from mama.models.checkpoint import read_file
 
 DIV_FLOW = 20.0  # the nets predict flow / 20
 RGB_MAX = 255.0  # input pixel range the checkpoints were trained with
-REFERENCE_SCALE = 255.0  # DESIGN §5: [-1, 1] frames times 255 in, flow divided by 255 out
 
 
 # =============================== building blocks ===============================
@@ -431,33 +427,6 @@ class FlowNet2(FlowNet2CSS):
         return self.flownetfusion(fused)
 
 
-# ========================== F2LM's use of FlowNet2-SD (DESIGN §5) ==========================
-
-
-def reference_pair(frame_a: Tensor, frame_b: Tensor) -> Tensor:
-    """Two (B, 3, H, W) frames in [-1, 1] (BGR as read) -> the net input (B, 3, 2, H, W) in
-    [-255, 255], as the reference code feeds FlowNet2-SD."""
-    return torch.stack((frame_a, frame_b), dim=2) * REFERENCE_SCALE
-
-
-def flownet2sd_reference_lowres(model: FlowNet2SD, frame_a: Tensor, frame_b: Tensor) -> Tensor:
-    """The exact cache point (DESIGN §9): flow2 * div_flow, (B, 2, H/4, W/4), unscaled."""
-    return model.forward_lowres(reference_pair(frame_a, frame_b))
-
-
-def flownet2sd_reference_flow_from_lowres(lowres: Tensor) -> Tensor:
-    """Finish a cached low-resolution flow: x4 bilinear, then / 255 as the reference does."""
-    return FlowNet2SD.upsample_flow(lowres) / REFERENCE_SCALE
-
-
-def flownet2sd_reference_flow(model: FlowNet2SD, frame_a: Tensor, frame_b: Tensor) -> Tensor:
-    """The flow the F2LM reference code uses for a pair: model.eval()(pair * 255) / 255,
-    (B, 2, H, W), whatever the module's train/eval flag."""
-    return flownet2sd_reference_flow_from_lowres(
-        flownet2sd_reference_lowres(model, frame_a, frame_b)
-    )
-
-
 # =============================== loading checkpoints ===============================
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -473,29 +442,6 @@ MODELS: dict[str, type[nn.Module]] = {
     "FlowNet2": FlowNet2,
 }
 
-# The converted Caffe checkpoints linked from flownet2-pytorch's README.
-# (FlowNet2-CSS-ft-sd_checkpoint.pth.tar also loads as FlowNet2CSS, given its path.)
-CHECKPOINT_FILES = {
-    "FlowNet2": "FlowNet2_checkpoint.pth.tar",
-    "FlowNet2C": "FlowNet2-C_checkpoint.pth.tar",
-    "FlowNet2CS": "FlowNet2-CS_checkpoint.pth.tar",
-    "FlowNet2CSS": "FlowNet2-CSS_checkpoint.pth.tar",
-    "FlowNet2S": "FlowNet2-S_checkpoint.pth.tar",
-    "FlowNet2SD": "FlowNet2-SD_checkpoint.pth.tar",
-}
-WEIGHTS_SOURCE = "https://github.com/NVIDIA/flownet2-pytorch#converted-caffe-pre-trained-models"
-# What reading a bad file raises: unreadable, truncated, not a checkpoint, or a pickle that
-# weights_only=True refuses to run.
-_READ_ERRORS = (
-    OSError,
-    EOFError,
-    RuntimeError,
-    ValueError,
-    pickle.UnpicklingError,
-    SafetensorError,
-)
-
-
 def model_name(name: str) -> str:
     """Canonical model name: 'flownet2sd', 'FlowNet2-SD' and 'FlowNet2SD' all give 'FlowNet2SD'."""
     key = name.replace("-", "").replace("_", "").lower()
@@ -503,30 +449,6 @@ def model_name(name: str) -> str:
         if canonical.lower() == key:
             return canonical
     raise MamaError(f"unknown FlowNet model {name!r}; use one of {', '.join(MODELS)}")
-
-
-def read_flownet_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """The state dict of a flownet2-pytorch checkpoint (a dict with 'state_dict', or a bare
-    state dict, read with weights_only=True) or of a .safetensors file, on CPU, with any
-    'module.' prefix removed."""
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            state = safetensors.torch.load_file(path, device="cpu")
-        else:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    except _READ_ERRORS as exc:
-        raise MamaError(
-            f"{path}: cannot read as a FlowNet2 checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); re-download it from {WEIGHTS_SOURCE}"
-        ) from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise MamaError(
-            f"{path}: not a flownet2-pytorch checkpoint (expected a dict with 'state_dict' of "
-            f"tensors); get one from {WEIGHTS_SOURCE}"
-        )
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def _listed(keys: list[str], limit: int = 4) -> str:
@@ -555,36 +477,26 @@ def check_state_dict(model: nn.Module, state: dict[str, Tensor], path: Path, nam
     ]
     if problems:
         raise MamaError(
-            f"{path}: not a {name} checkpoint ({'; '.join(problems)}); pass the file made for "
-            f"{name} ({CHECKPOINT_FILES.get(name, 'a flownet2-pytorch ' + name + ' checkpoint')})"
+            f"{path}: not a {name} checkpoint ({'; '.join(problems)}); pass the flownet2-pytorch "
+            f"checkpoint made for {name} (`mama weights` lists the files)"
         )
 
 
 def load_flownet(
     name: str,
-    path: str | os.PathLike | None = None,
+    path: str | os.PathLike,
     device: str | torch.device = "cpu",
     frozen: bool = True,
 ) -> nn.Module:
-    """Build model `name` (see MODELS; case and '-' ignored) and load its checkpoint strictly.
+    """Build model `name` (see MODELS; case and '-' ignored) and load the checkpoint at `path`
+    (mama.models.checkpoint.read_file, kind "flownet") strictly.
 
-    `path` defaults to weights_dir() / CHECKPOINT_FILES[name]. Returns the model on `device`
-    in eval mode; with `frozen` its parameters do not require grad (no graph is recorded
-    through the flow net when it only provides inputs).
+    Returns the model on `device` in eval mode; with `frozen` its parameters do not require
+    grad (no graph is recorded through the flow net when it only provides inputs).
     """
     name = model_name(name)
-    if path is None:
-        if name not in CHECKPOINT_FILES:
-            raise MamaError(f"{name} has no published checkpoint; pass the path of your own file")
-        path = weights_dir() / CHECKPOINT_FILES[name]
     path = Path(path).expanduser()
-    if not path.is_file():
-        file = CHECKPOINT_FILES.get(name, path.name)
-        raise MamaError(
-            f"{path}: {name} weights not found; download {file} from {WEIGHTS_SOURCE}, then run "
-            f"`mama weights import FILE` (copies it to {weights_dir()}) or pass its path"
-        )
-    state = read_flownet_state_dict(path)
+    state = read_file(path, "flownet")
     with torch.device("meta"):  # no random init of weights that are overwritten anyway
         model = MODELS[name]()
     check_state_dict(model, state, path, name)

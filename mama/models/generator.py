@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mama.models.layers import DoubleConv, SqueezeExcite, decoder_stages, encoder_stages, strip_module_prefix
+from mama.models.layers import DoubleConv, SqueezeExcite, decoder_stages, encoder_stages
 
 FRAME_CHANNELS = 3  # BGR
+INPUT_FRAMES = 4  # frames the generator reads (it predicts the next one): the paper's clip of 5
 
 
 class GeneratorOutput(NamedTuple):
@@ -50,7 +51,7 @@ class F2LMGenerator(nn.Module):
 
     def __init__(
         self,
-        num_frames: int = 4,
+        num_frames: int = INPUT_FRAMES,
         flow_channels: int = 6,
         label_channels: int = 84,
         out_channels: int = 3,
@@ -151,10 +152,8 @@ def checkpoint_filter_fn(state_dict: dict, model: F2LMGenerator | None = None) -
     """Turn a foreign checkpoint into this model's state dict.
 
     Recognised: a reference-code training checkpoint (a dict holding 'net_g', plus 'net_d',
-    optimiser states, 'step', ...) -> its 'net_g'; keys prefixed `module.` (DataParallel /
-    DDP). The reference's module names are this model's, so no key is renamed; the caller
-    loads the result strictly.
+    optimiser states, 'step', ...) -> its 'net_g'. The reference's module names are this
+    model's, so no key is renamed; the caller loads the result strictly. (Files are read, and
+    DataParallel's `module.` prefix stripped, by mama.models.checkpoint.read_file.)
     """
-    if "net_g" in state_dict:
-        state_dict = state_dict["net_g"]
-    return strip_module_prefix(state_dict)
+    return state_dict["net_g"] if "net_g" in state_dict else state_dict

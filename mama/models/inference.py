@@ -172,23 +172,3 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str | None = 
         swap_winograd(prepared)
     prepared.is_inference_copy = True
     return prepared.to(device=device, memory_format=torch.channels_last)
-
-
-def prepare_extractor(extractor, device: torch.device | str | None = None, winograd: bool | None = None):
-    """A copy of a FeatureExtractor whose providers' networks (FlowNet, DeepLab) are
-    `prepare_for_inference` copies; weight-free providers are shared as they are. Preparing
-    DeepLabv3 + FlowNet2-SD takes seconds, so an extractor that already is such a copy is
-    returned as it is (a trainer prepares its frozen extractor once, not per validation)."""
-    if getattr(extractor, "is_inference_copy", False):
-        return extractor
-    prepared = copy.copy(extractor)
-    for role in ("motion", "labels"):
-        provider = getattr(extractor, role)
-        nets = {k: v for k, v in vars(provider).items() if isinstance(v, nn.Module)} if provider is not None else {}
-        if nets:
-            provider = copy.copy(provider)
-            for name, net in nets.items():
-                setattr(provider, name, prepare_for_inference(net, device, winograd))
-            setattr(prepared, role, provider)
-    prepared.is_inference_copy = True
-    return prepared

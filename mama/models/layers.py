@@ -112,11 +112,3 @@ def encoder_stages(in_channels: int, base: int) -> list[nn.Module]:
 def decoder_stages(base: int) -> list[nn.Module]:
     """The three decoder stages (up1, up2, up3) from width 8b back to b."""
     return [UpBlock(8 * base, 4 * base), UpBlock(4 * base, 2 * base), UpBlock(2 * base, base)]
-
-
-# --- state-dict helper shared by every model's checkpoint_filter_fn and by checkpoint.py ---
-
-
-def strip_module_prefix(state_dict: dict) -> dict:
-    """Drop the `module.` prefix that DataParallel / DistributedDataParallel put on every key."""
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}

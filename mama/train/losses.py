@@ -1,13 +1,12 @@
-"""Training losses of the generator stage (DESIGN §5); the destroyer's is mama.ops.patch_destroy_loss."""
+"""Training losses of the generator stage (DESIGN §5); the destroyer's is mama.ops.patch_destroy_loss,
+the sim terms are mama.models.scores.bottleneck_sims (they are score streams too)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mama import ops
-
-TRIPLET_MARGIN = 0.2  # the reference code's margin for both triplet terms
+from mama.models.scores import frame_sse
 
 
 def intensity_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -40,20 +39,4 @@ def discriminator_loss(real_out: Tensor, fake_out: Tensor) -> Tensor:
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
     """Per-sample PSNR of images in [-1, 1] (rescaled to [0, 1])."""
-    mse = torch.mean(((pred + 1) / 2 - (target + 1) / 2) ** 2, dim=(1, 2, 3))
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def frame_sse(pred: Tensor, target: Tensor) -> Tensor:
-    """The SSE score stream: per-sample mean squared error on [0, 1]-rescaled frames."""
-    return torch.mean(((pred + 1) / 2 - (target + 1) / 2) ** 2, dim=(1, 2, 3))
-
-
-def bottleneck_sims(out, margin: float = TRIPLET_MARGIN) -> tuple[Tensor, Tensor | None]:
-    """Per-sample (sim_motion, sim_label) of a GeneratorOutput; sim_label is None without a
-    label branch. The training loss and the score streams both come from here."""
-    has_labels = out.z4 is not None
-    # The op takes both triplets; without labels the motion pair stands in and is dropped.
-    z4, x_z = (out.z4, out.x_z) if has_labels else (out.y4, out.x_y)
-    sim_m, sim_l = ops.bottleneck_sim(out.x4.float(), out.y4.float(), out.x_y.float(), z4.float(), x_z.float(), margin)
-    return sim_m, (sim_l if has_labels else None)
+    return 10 * torch.log10(1.0 / frame_sse(pred, target).clamp_min(1e-10))

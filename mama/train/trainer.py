@@ -12,12 +12,17 @@ stops the run keeping the last good checkpoint, and at the end a calibration of 
 streams on normal videos for `mama score`. With `batchnorm="eval-after-validation"` (the
 paper preset) the trained network runs its BatchNorm in eval mode from the first
 validation on, as the reference code's does (mama.config).
+
+A stage is built from its parts (`GeneratorParts`, `DestroyerParts`: the feature extractor,
+the networks and what built them), made from the config unless they are handed in.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,32 +32,98 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from mama import ops
-from mama.config import TrainConfig
+from mama.config import BASE_WIDTH, DEFAULT_PRESET, INHERITED_FROM_GENERATOR, TrainConfig
 from mama.data.datasets import ClipDataset, VideoBalancedSampler, make_samples
 from mama.errors import MamaError
 from mama.evaluate.calibrate import calibrate
-from mama.evaluate.engine import Scorer, needs_background
+from mama.evaluate.engine import Scorer
 from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator, test_set_auc
-from mama.models.build import build_extractor, build_models_from_checkpoint, build_stage_models
-from mama.models.inference import copies_pay, prepare_extractor, prepare_for_inference
+from mama.features.clips import INPUT_FRAMES
+from mama.features.extractor import FeatureExtractor
+from mama.features.registry import build_extractor
+from mama.features.store import FeatureStore
+from mama.models.build import models_from_run, run_meta
+from mama.models.checkpoint import read_file, save_checkpoint
+from mama.models.destroyer import Destroyer
+from mama.models.discriminator import PatchDiscriminator
+from mama.models.generator import F2LMGenerator
+from mama.models.inference import copies_pay, prepare_for_inference
+from mama.models.scores import bottleneck_sims
+from mama.runtime import Runtime, setup_runtime, share_cpu, teardown_runtime
 from mama.train import losses
-from mama.train.feature_cache import FeatureCache
-from mama.train.runtime import (
-    RunLog,
-    Runtime,
-    StopRequest,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-    setup_runtime,
-    share_cpu,
-    teardown_runtime,
-)
+from mama.train.session import RunLog, StopRequest, rng_state, seed_everything, set_rng_state
 
 CHECKPOINT_FORMAT = "mama-run-1"
 DAMAGE_RANGE = (0.05, 0.5)  # the destroyer's damage: patch rate and dropout p, each drawn in here
+FEATURE_BUDGET = 4 << 30  # bytes of training features the store keeps (cache_features)
+
+
+def adamw(net: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def discriminator_widths(base: int) -> tuple[int, ...]:
+    """The discriminator's widths scale with the generator's (paper: base 64 -> 128-256-512-512)."""
+    return tuple(w * base // BASE_WIDTH for w in (128, 256, 512, 512))
+
+
+@dataclass
+class GeneratorParts:
+    """What the generator stage trains and reads with, and the record of what built it."""
+
+    extractor: FeatureExtractor
+    net_g: F2LMGenerator
+    net_d: PatchDiscriminator
+    meta: dict  # stored in checkpoints under 'model'
+
+    @classmethod
+    def from_config(cls, c: TrainConfig, device) -> "GeneratorParts":
+        extractor = build_extractor(c.motion, c.labels, device, c.motion_weights, c.label_weights)
+        label_channels = INPUT_FRAMES * (extractor.labels.channels if extractor.labels is not None else 0)
+        net_g = F2LMGenerator(label_channels=label_channels, base=c.base)
+        net_d = PatchDiscriminator(widths=discriminator_widths(c.base))
+        meta = {"base": c.base, "label_channels": label_channels, "motion": c.motion,
+                "labels": c.labels, "size": c.size, "dataset": c.dataset}
+        return cls(extractor, net_g, net_d, meta)
+
+
+@dataclass
+class DestroyerParts:
+    """The frozen generator and its providers, the destroyer to train, what built them."""
+
+    extractor: FeatureExtractor
+    net_g: F2LMGenerator
+    net_a: Destroyer
+    meta: dict
+
+    @classmethod
+    def from_config(cls, c: TrainConfig, device, generator: dict) -> "DestroyerParts":
+        """`generator`: the generator checkpoint's payload; `c` has inherited its settings."""
+        net_g, _, meta = models_from_run(generator, c.generator, need_destroyer=False)
+        extractor = build_extractor(meta["motion"], meta["labels"], device, c.motion_weights, c.label_weights)
+        return cls(extractor, net_g, Destroyer(base=c.base), {**meta, "destroyer_base": c.base})
+
+
+def generator_checkpoint(c: TrainConfig) -> dict:
+    if not c.generator:
+        raise MamaError("the destroyer stage needs --generator CKPT (a trained generator's final.pt or best.pt)")
+    return read_file(c.generator, "run")
+
+
+def inherit_generator(c: TrainConfig, generator: dict) -> TrainConfig:
+    """The destroyer stage's config with the generator run's preset, providers, frame size and
+    width where none is given; a given one that differs is an error (the generator's inputs
+    must mean what they meant when it was trained)."""
+    meta = run_meta(generator, c.generator)
+    theirs = {"preset": (generator.get("config") or {}).get("preset", DEFAULT_PRESET), "motion": meta["motion"],
+              "labels": meta["labels"], "size": meta["size"], "base": meta["base"]}
+    for name in INHERITED_FROM_GENERATOR:
+        ours = getattr(c, name)
+        if ours is not None and ours != theirs[name]:
+            flag = "--" + name.replace("_", "-")
+            raise MamaError(f"{flag} {ours} conflicts with the generator {c.generator}, trained with {flag} {theirs[name]}; "
+                            f"drop {flag} (the destroyer stage takes the generator's)")
+    return dataclasses.replace(c, **theirs)
 
 
 class RankShard(torch.utils.data.Sampler):
@@ -73,14 +144,21 @@ def _unwrap(m: nn.Module) -> nn.Module:
 
 
 class Trainer:
-    """Shared machinery of both stages; subclasses define models, one step and validation."""
+    """Shared machinery of both stages; subclasses define their parts, one step and scoring."""
 
     stage = ""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, parts):
         self.cfg = cfg.resolved()
         self.rt: Runtime = setup_runtime(self.cfg.device)
         share_cpu(self.rt, self.cfg.num_workers)
+        seed_everything(self.cfg.seed + self.rt.rank)  # before any network is initialised
+        self.parts = parts if parts is not None else self.build_parts()
+        self.extractor = self.parts.extractor
+        self.model_meta = self.parts.meta
+        # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
+        # frozen prediction) never change, so each is computed once (DESIGN §9).
+        self.store = FeatureStore(self.extractor, self.rt.device, FEATURE_BUDGET if self.cfg.cache_features else 0)
         self.run_dir = Path(self.cfg.out)
         self.step = 0
         self.best: float | None = None
@@ -96,9 +174,7 @@ class Trainer:
         held = c.holdout if len(videos) > c.holdout + 1 else 0
         self.train_videos = videos[: len(videos) - held]
         self.val_videos = videos[len(videos) - held :] or self.train_videos
-        self.dataset = ClipDataset(
-            self.train_videos, size=(c.size, c.size), with_background=needs_background(self.extractor)
-        )
+        self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size), with_background=self.extractor.needs_background)
         # Under DDP every global batch holds distinct videos; each rank takes its share of it.
         self.sampler = VideoBalancedSampler(self.dataset, c.batch_size * self.rt.world_size, seed=c.seed)
         sampler = RankShard(self.sampler, self.rt.rank, self.rt.world_size) if self.rt.distributed else self.sampler
@@ -112,9 +188,6 @@ class Trainer:
             prefetch_factor=4 if c.num_workers > 0 else None,
             drop_last=True,
         )
-        # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
-        # frozen prediction) never change, so each is computed once (DESIGN §9).
-        self.cache = FeatureCache(self.extractor, self.rt.device) if c.cache_features else None
 
     def _batch_clips(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The batch's clips (and backgrounds, when the labels need them) on the device."""
@@ -124,10 +197,7 @@ class Trainer:
 
     def _batch_inputs(self, batch):
         clip, bg = self._batch_clips(batch)
-        if self.cache is not None:
-            return self.cache.clip_inputs(clip, batch["video"], batch["target"], bg)
-        with torch.no_grad():
-            return self.extractor.clip_inputs(clip, bg)
+        return self.store.clip_inputs(clip, batch["video"], batch["target"], bg)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -159,7 +229,7 @@ class Trainer:
     def _resume(self) -> None:
         c = self.cfg
         path = Path(c.resume) if c.resume != "latest" else self.run_dir / "latest.pt"
-        payload = load_checkpoint(path)
+        payload = read_file(path, "run")
         if payload.get("format") != CHECKPOINT_FORMAT or payload.get("stage") != self.stage:
             raise MamaError(
                 f"cannot resume the {self.stage} stage from {path}: it is a "
@@ -175,8 +245,6 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> Path:
         c = self.cfg
-        seed_everything(c.seed + self.rt.rank)
-        self.build()
         self._data()
         if c.resume:
             self._resume()
@@ -278,18 +346,17 @@ class Trainer:
         # Held-out videos first (unseen normal video sets an honest threshold), then training ones.
         videos = list(dict.fromkeys(self.val_videos + self.train_videos))[: max(self.cfg.calibrate_videos, 1)]
         calib = calibrate(scorer, videos, size=self.cfg.size)
-        self.calibration = calib
         self.save("final", {"calibration": calib})
         # best/latest get the calibration too, so any of them can be used with `mama score`.
         for name in ("best", "latest"):
             p = self.run_dir / f"{name}.pt"
             if p.exists():
-                payload = torch.load(p, map_location="cpu", weights_only=True)
+                payload = read_file(p, "run")
                 payload["calibration"] = calib
                 save_checkpoint(p, payload)
 
     # ------------------------------------------------------------------ per stage
-    def build(self) -> None:
+    def build_parts(self):
         raise NotImplementedError
 
     def wrap_ddp(self) -> None:
@@ -305,11 +372,11 @@ class Trainer:
         raise NotImplementedError
 
     @functools.cached_property
-    def scoring_extractor(self):
+    def scoring_extractor(self) -> FeatureExtractor:
         """The frozen feature networks as validation scores with them, prepared once per run
         (inference copies take seconds to make for DeepLabv3 + FlowNet2-SD)."""
         dev = self.rt.device
-        return prepare_extractor(self.extractor, dev) if copies_pay(dev) else self.extractor
+        return self.extractor.inference_copy(dev) if copies_pay(dev) else self.extractor
 
     def _maybe_compile(self, m: nn.Module) -> nn.Module:
         return torch.compile(m) if self.cfg.compile and self.rt.device.type == "cuda" else m
@@ -324,14 +391,16 @@ class Trainer:
 class GeneratorTrainer(Trainer):
     stage = "generator"
 
-    def build(self) -> None:
-        c = self.cfg
-        self.extractor = build_extractor(c.motion, c.labels, self.rt.device, c.motion_weights, c.label_weights)
-        self.net_g, self.net_d, self.model_meta = build_stage_models(c, self.extractor, with_discriminator=True)
-        self.net_g.to(self.rt.device)
-        self.net_d.to(self.rt.device)
-        self.opt_g = torch.optim.AdamW(self.net_g.parameters(), lr=c.lr_g, weight_decay=c.weight_decay, foreach=True)
-        self.opt_d = torch.optim.AdamW(self.net_d.parameters(), lr=c.lr_d, weight_decay=c.weight_decay, foreach=True)
+    def __init__(self, cfg: TrainConfig, parts: GeneratorParts | None = None):
+        super().__init__(cfg, parts)
+        c, dev = self.cfg, self.rt.device
+        self.net_g = self.parts.net_g.to(dev)
+        self.net_d = self.parts.net_d.to(dev)
+        self.opt_g = adamw(self.net_g, c.lr_g, c.weight_decay)
+        self.opt_d = adamw(self.net_d, c.lr_d, c.weight_decay)
+
+    def build_parts(self) -> GeneratorParts:
+        return GeneratorParts.from_config(self.cfg, self.rt.device)
 
     def wrap_ddp(self) -> None:
         self.g = self._ddp(self._maybe_compile(self.net_g))
@@ -359,7 +428,7 @@ class GeneratorTrainer(Trainer):
             inte = losses.intensity_loss(pred, target)
             grad = losses.gradient_loss(pred, target)
             adv = losses.generator_adversarial_loss(self.d(pred).float())
-            sim_m, sim_l = losses.bottleneck_sims(out)
+            sim_m, sim_l = bottleneck_sims(out)
             sim = sim_m.mean() + (sim_l.mean() if sim_l is not None else 0.0)
             g_loss = inte + grad + c.adv_weight * adv + c.sim_weight * sim
         self.opt_g.zero_grad(set_to_none=True)
@@ -392,25 +461,23 @@ class GeneratorTrainer(Trainer):
 class DestroyerTrainer(Trainer):
     stage = "destroyer"
 
-    def build(self) -> None:
-        c = self.cfg
-        if not c.generator:
-            raise MamaError("the destroyer stage needs --generator CKPT (a trained generator's final.pt or best.pt)")
-        gen_payload = load_checkpoint(c.generator)
-        self.net_g, _, meta = build_models_from_checkpoint(gen_payload, c.generator, need_destroyer=False)
-        # The generator's own providers, so its inputs mean what they meant in training.
-        motion, labels = meta["motion"], meta["labels"]
-        self.extractor = build_extractor(motion, labels, self.rt.device, c.motion_weights, c.label_weights)
-        self.net_g.to(self.rt.device).eval().requires_grad_(False)
-        from mama.models.destroyer import Destroyer
-
-        self.net_a = Destroyer(base=meta.get("base", c.base)).to(self.rt.device)
-        self.model_meta = {**meta, "destroyer_base": meta.get("base", c.base)}
-        self.cfg.motion, self.cfg.labels = motion, labels
-        self.opt_a = torch.optim.AdamW(self.net_a.parameters(), lr=c.lr_a, weight_decay=c.weight_decay, foreach=True)
+    def __init__(self, cfg: TrainConfig, parts: DestroyerParts | None = None):
+        self._generator = None
+        if parts is None:
+            # The generator's settings (providers, preset, frame size, width) unless given alike.
+            self._generator = generator_checkpoint(cfg)
+            cfg = inherit_generator(cfg, self._generator)
+        super().__init__(cfg, parts)
+        c, dev = self.cfg, self.rt.device
+        self.net_g = self.parts.net_g.to(dev).eval().requires_grad_(False)
+        self.net_a = self.parts.net_a.to(dev)
+        self.opt_a = adamw(self.net_a, c.lr_a, c.weight_decay)
         # Mask and rate are drawn on the CPU; the dropout draws on the frames' device.
         self.noise_gen = torch.Generator().manual_seed(c.seed)
-        self.noise_gen_dev = torch.Generator(device=self.rt.device).manual_seed(c.seed + 1)
+        self.noise_gen_dev = torch.Generator(device=dev).manual_seed(c.seed + 1)
+
+    def build_parts(self) -> DestroyerParts:
+        return DestroyerParts.from_config(self.cfg, self.rt.device, self._generator)
 
     def wrap_ddp(self) -> None:
         self.g = self._maybe_compile(self.net_g)
@@ -439,13 +506,9 @@ class DestroyerTrainer(Trainer):
 
     def _predictions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(frozen generator's prediction, target frame) of each clip of the batch."""
-        if self.cache is not None:
-            clip, bg = self._batch_clips(batch)
-            return self.cache.predictions(clip, batch["video"], batch["target"],
-                                          lambda inputs: self.g(*inputs[:3]).pred.float(), bg)
-        x, flows, labels, target = self._batch_inputs(batch)
-        with torch.no_grad():
-            return self.g(x, flows, labels).pred.float(), target
+        clip, bg = self._batch_clips(batch)
+        return self.store.predictions(clip, batch["video"], batch["target"],
+                                      lambda inputs: self.g(*inputs[:3]).pred.float(), bg)
 
     def train_step(self, batch) -> dict[str, float]:
         c = self.cfg

@@ -16,7 +16,6 @@ from mama.data.datasets import (
     ClipDataset,
     VideoBalancedSampler,
     VideoRecord,
-    frame_labels,
     label_intervals,
     load_video_frames,
     make_folder_samples,
@@ -306,13 +305,6 @@ def test_bad_label_files(tmp_path):
         make_folder_samples(folder)
 
 
-def test_frame_labels_needs_labels(tmp_path):
-    rng = np.random.default_rng(2)
-    write_frames(tmp_path / "clip", 6, rng)
-    with pytest.raises(MamaError, match=r"clip: no labels for this video; add clip\.npy or clip\.txt"):
-        frame_labels(make_folder_samples(tmp_path / "clip"))
-
-
 # ---------------------------------------------------------------------------------------
 # Clips and labels
 # ---------------------------------------------------------------------------------------
@@ -329,7 +321,7 @@ def labelled_videos(tmp_path):
 def test_clip_dataset_alignment_with_frame_labels(labelled_videos):
     size = (16, 24)
     dataset = ClipDataset(labelled_videos, size=size)
-    labels = frame_labels(labelled_videos)
+    labels = np.concatenate([v.labels[4:] for v in labelled_videos])  # what evaluation scores
     assert len(dataset) == len(labels) == (7 - 4) + (5 - 4) + (9 - 4)
     rng = np.random.default_rng(13)
     for i in range(len(dataset)):

@@ -10,17 +10,19 @@ import torch
 from safetensors.torch import save_file
 
 from mama.errors import MamaError
-from mama.models.checkpoint import (
-    build_discriminator_from_state_dict,
-    build_generator_from_state_dict,
-    load_destroyer,
-    load_generator,
-    load_reference_checkpoint,
-    load_state_dict_file,
-)
+from mama.models.build import models_from_run
+from mama.models.checkpoint import build_destroyer_from_state_dict, build_generator_from_state_dict, load_strict, read_file
 from mama.models.destroyer import Destroyer
-from mama.models.discriminator import PatchDiscriminator
+from mama.models.discriminator import PatchDiscriminator, widths_from_state_dict
 from mama.models.generator import F2LMGenerator
+
+
+def load_generator(path) -> F2LMGenerator:
+    return build_generator_from_state_dict(read_file(path), str(path)).eval()
+
+
+def load_destroyer(path) -> Destroyer:
+    return build_destroyer_from_state_dict(read_file(path), str(path)).eval()
 
 
 class NotATensor:
@@ -101,13 +103,14 @@ def test_reference_checkpoint_loads_weights_only(tmp_path):
     torch.save(payload, path)
     torch.load(path, weights_only=True)  # the reference layout itself is weights-only safe
 
-    ckpt = load_reference_checkpoint(path)
+    ckpt = read_file(path, "run")
     assert ckpt["step"] == 1234 and ckpt["g_auc_list"] == [0.9, 0.97]
     assert_same_generator(load_generator(path), generator)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
         assert torch.equal(load_destroyer(path)(x), destroyer(x))
-        disc = build_discriminator_from_state_dict(ckpt["net_d"], str(path))
+        widths = widths_from_state_dict(ckpt["net_d"])
+        disc = load_strict(PatchDiscriminator(widths=widths), ckpt["net_d"], str(path), "discriminator")
         assert disc.widths == (16, 32, 64, 64)
         assert torch.equal(disc(x), discriminator(x))
 
@@ -117,7 +120,7 @@ def test_data_parallel_prefix_is_stripped(tmp_path):
     payload = {"net_g": {f"module.{k}": v for k, v in generator.state_dict().items()}, "step": 5}
     path = tmp_path / "dp.pth"
     torch.save(payload, path)
-    assert not any(k.startswith("module.") for k in load_reference_checkpoint(path)["net_g"])
+    assert not any(k.startswith("module.") for k in read_file(path, "run")["net_g"])
     assert_same_generator(load_generator(path), generator)
     flat = tmp_path / "flat.pt"
     torch.save(payload["net_g"], flat)
@@ -138,7 +141,7 @@ def test_safetensors_and_size_inference(tmp_path, label_channels):
 def test_missing_file_and_directory(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(MamaError, match=re.escape(str(missing)) + ".*does not exist"):
-        load_state_dict_file(missing)
+        read_file(missing)
     with pytest.raises(MamaError, match=re.escape(str(tmp_path)) + ".*is a directory"):
         load_generator(tmp_path)
 
@@ -149,7 +152,7 @@ def test_corrupt_files(tmp_path):
         path = tmp_path / name
         path.write_bytes(junk.numpy().tobytes())
         with pytest.raises(MamaError, match=re.escape(str(path)) + ".*(corrupt|unreadable)"):
-            load_state_dict_file(path)
+            read_file(path)
     truncated = tmp_path / "truncated.pth"
     torch.save(small_generator(5).state_dict(), truncated)
     truncated.write_bytes(truncated.read_bytes()[:1000])
@@ -161,7 +164,7 @@ def test_non_weights_only_pickle_is_refused(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"net_g": small_generator(6).state_dict(), "cfg": NotATensor()}, path)
     with pytest.raises(MamaError, match=re.escape(str(path)) + " is not a weights-only checkpoint; re-save it"):
-        load_reference_checkpoint(path)
+        read_file(path, "run")
 
 
 def test_not_a_state_dict(tmp_path):
@@ -194,13 +197,13 @@ def test_wrong_stage_is_named(tmp_path):
     generator_stage, *_ = reference_checkpoint(9, with_destroyer=False)
     g_file = tmp_path / "g_best_auc_ped2.pth"
     torch.save(generator_stage, g_file)
-    with pytest.raises(MamaError, match=re.escape(str(g_file)) + ": a generator-stage reference checkpoint holds no destroyer"):
-        load_destroyer(g_file)
+    with pytest.raises(MamaError, match=re.escape(str(g_file)) + r" holds no destroyer \('net_a'\); give a destroyer-stage"):
+        models_from_run(read_file(g_file, "run"), g_file, need_destroyer=True)
 
     flat = tmp_path / "flat_generator.pt"
     torch.save(small_generator(10).state_dict(), flat)
-    with pytest.raises(MamaError, match=re.escape(str(flat)) + ": not a reference training checkpoint.*looks like a generator checkpoint"):
-        load_reference_checkpoint(flat)
+    with pytest.raises(MamaError, match=re.escape(str(flat)) + r" has no 'net_g' .*looks like a generator checkpoint"):
+        read_file(flat, "run")
 
 
 def test_generator_built_from_a_state_dict_in_memory():
@@ -226,7 +229,7 @@ def test_a_paper_size_reference_checkpoint_loads_into_default_models(tmp_path):
                "net_d": random_state(DISCRIMINATOR_KEYS), "step": 15000, "a_best_auc": 0.99}
     path = tmp_path / "a_best_auc_ped2.pth"
     torch.save(payload, path)
-    ckpt = load_reference_checkpoint(path)
+    ckpt = read_file(path, "run")
     for key, model in (("net_g", F2LMGenerator()), ("net_a", Destroyer()), ("net_d", PatchDiscriminator())):
         model.load_state_dict(ckpt[key], strict=True)
         for name, value in model.state_dict().items():

@@ -13,7 +13,10 @@ from safetensors.torch import save_file
 
 from mama import reference
 from mama.errors import MamaError
+from mama.features import motion
+from mama.features.registry import build_motion_provider
 from mama.models import flownet2 as fn
+from mama.weights import resolve_weights
 from tests.models.flownet2_keys import EXPECTED, PUBLISHED_PARAMETER_COUNTS
 
 PAIR_MODELS = ["FlowNet2C", "FlowNet2S", "FlowNet2SD", "FlowNet2CS", "FlowNet2CSS", "FlowNet2"]
@@ -222,8 +225,8 @@ def test_flownet2sd_reference_flow_semantics():
     frame_b = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
     model.train()  # the reference flow is the eval flow whatever the module's flag
     with torch.no_grad():
-        flow = fn.flownet2sd_reference_flow(model, frame_a, frame_b)
-        lowres = fn.flownet2sd_reference_lowres(model, frame_a, frame_b)
+        flow = motion.flownet2sd_reference_flow(model, frame_a, frame_b)
+        lowres = motion.flownet2sd_reference_lowres(model, frame_a, frame_b)
         model.eval()
         pair = torch.stack((frame_a, frame_b), dim=2) * 255.0
         expected = model(pair) / 255.0
@@ -231,7 +234,7 @@ def test_flownet2sd_reference_flow_semantics():
     torch.testing.assert_close(flow, expected, rtol=0, atol=0)
     # the cache point is exact: finishing a cached low-res flow gives the same flow
     torch.testing.assert_close(
-        fn.flownet2sd_reference_flow_from_lowres(lowres), flow, rtol=0, atol=0
+        motion.flownet2sd_reference_flow_from_lowres(lowres), flow, rtol=0, atol=0
     )
 
 
@@ -260,7 +263,7 @@ def test_checkpoint_round_trip(
     else:
         save_flownet2_checkpoint(source.state_dict(), path, module_prefix)
     loaded = (
-        fn.load_flownet("flownet2sd", device="cpu")
+        fn.load_flownet("flownet2sd", resolve_weights("flownet2sd"), device="cpu")
         if from_weights_dir
         else fn.load_flownet(name, path)
     )
@@ -325,24 +328,26 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path):
 
 def test_missing_file_says_which_where_and_how(tmp_path, monkeypatch):
     monkeypatch.setenv("MAMA_WEIGHTS", str(tmp_path / "weights"))
-    expected = tmp_path / "weights" / "FlowNet2-SD_checkpoint.pth.tar"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(
         MamaError,
         match=r"FlowNet2-SD_checkpoint\.pth\.tar.*flownet2-pytorch.*mama weights import FILE",
     ) as err:
-        fn.load_flownet("flownet2sd")
-    assert str(expected) in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(MamaError, match=r"nowhere\.pth.*FlowNet2_checkpoint\.pth\.tar"):
+        build_motion_provider("flownet2sd")
+    assert str(tmp_path / "weights") in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(MamaError, match=r"nowhere\.pth does not exist; pass the path of FlowNet2_checkpoint\.pth\.tar"):
+        build_motion_provider("flownet2", weights=tmp_path / "nowhere.pth")
+    with pytest.raises(MamaError, match=r"nowhere\.pth does not exist; pass the path of a flownet2-pytorch checkpoint"):
         fn.load_flownet("FlowNet2", tmp_path / "nowhere.pth")
 
 
 @pytest.mark.parametrize(
     "payload,message",
     [
-        (b"not a checkpoint at all", r"cannot read"),
+        (b"not a checkpoint at all", r": corrupt or not a torch checkpoint"),
         # weights_only=True refuses to rebuild arbitrary objects
-        ({"state_dict": {}, "args": argparse.Namespace(lr=1e-4)}, r"cannot read .*Unpickling"),
-        ({"state_dict": {"conv0.0.weight": "text"}}, r"not a flownet2-pytorch checkpoint"),
+        ({"state_dict": {}, "args": argparse.Namespace(lr=1e-4)}, r" is not a weights-only checkpoint.*argparse"),
+        ({"state_dict": {"conv0.0.weight": "text"}}, r": not a flownet2-pytorch checkpoint"),
     ],
 )
 def test_unreadable_files_name_the_file(tmp_path, payload, message):
@@ -351,13 +356,13 @@ def test_unreadable_files_name_the_file(tmp_path, payload, message):
         path.write_bytes(payload)
     else:
         torch.save(payload, path)
-    with pytest.raises(MamaError, match=rf"junk\.pth\.tar: {message}"):
+    with pytest.raises(MamaError, match=rf"junk\.pth\.tar{message}"):
         fn.load_flownet("FlowNet2SD", path)
 
 
-def test_unknown_model_name():
+def test_unknown_model_name(tmp_path):
     with pytest.raises(MamaError, match=r"unknown FlowNet model 'PWCNet'"):
-        fn.load_flownet("PWCNet")
+        fn.load_flownet("PWCNet", tmp_path / "any.pth")
 
 
 # ------------------------------------------------------------------ torch.compile

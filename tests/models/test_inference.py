@@ -15,12 +15,13 @@ from mama.models.generator import F2LMGenerator
 from mama.models.inference import (
     WinogradConv2d,
     fold_batchnorm,
-    prepare_extractor,
     prepare_for_inference,
     swap_winograd,
     tiles_used,
 )
-from mama.models.providers import DeepLabLabels, DISFlow, FeatureExtractor, FlowNetFlow, ForegroundLabels
+from mama.features.extractor import FeatureExtractor
+from mama.features.labels import DeepLabLabels, ForegroundLabels
+from mama.features.motion import DISFlow, FlowNetFlow
 
 
 @pytest.fixture(autouse=True)
@@ -168,16 +169,15 @@ def test_extractor_copy_prepares_networks_and_shares_weight_free_providers():
     torch.manual_seed(10)
     deeplab = randomize_batchnorm(DeepLabV3Logits(), 11)
     extractor = FeatureExtractor(FlowNetFlow("flownet2sd", FlowNet2SD().eval()), DeepLabLabels(deeplab))
-    fast = prepare_extractor(extractor)
+    fast = extractor.inference_copy()
     assert fast.labels.model is not deeplab and batchnorms(fast.labels.model) == 0
     assert extractor.labels.model is deeplab and batchnorms(deeplab) > 0
     frames = torch.rand(6, 3, 64, 64) * 2 - 1  # FlowNet needs multiples of 64
     with torch.inference_mode():
-        want, got = extractor.video_inputs(frames), fast.video_inputs(frames)
-    assert_same_function(got.labels, want.labels)
-    assert_same_function(got.flows, want.flows)
+        assert_same_function(fast.coarse_labels(frames), extractor.coarse_labels(frames))
+        assert_same_function(fast.coarse_flows(frames[:-1], frames[1:]), extractor.coarse_flows(frames[:-1], frames[1:]))
     light = FeatureExtractor(DISFlow(), ForegroundLabels())
-    prepared = prepare_extractor(light)
+    prepared = light.inference_copy()
     assert prepared.motion is light.motion and prepared.labels is light.labels
 
 
@@ -204,8 +204,8 @@ def test_copies_are_made_once():
     fast = prepare_for_inference(net)
     assert prepare_for_inference(fast) is fast and not getattr(net, "is_inference_copy", False)
     extractor = FeatureExtractor(DISFlow(), ForegroundLabels())
-    prepared = prepare_extractor(extractor)
-    assert prepare_extractor(prepared) is prepared
+    prepared = extractor.inference_copy()
+    assert prepared.inference_copy() is prepared
     scorer = Scorer(net, prepared, None)
     assert scorer.generator is not net and scorer.extractor is prepared
     again = Scorer(scorer.generator, scorer.extractor, None)

@@ -75,7 +75,8 @@ def test_eval_errors(tiny_run, tmp_path, capsys):
     assert rc == 2 and "missing.pt does not exist" in err and "Traceback" not in err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     rc = main(["eval", "--checkpoint", str(tmp_path / "junk.pt"), "--dataset", "synth", "--data-root", str(tiny_run["root"])])
-    assert rc == 2 and "could not be read" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "junk.pt: corrupt or not a torch checkpoint" in err and "weights_only" not in err
     # A dataset without test labels: copy the frames, drop the .mat.
     root = tmp_path / "nolabels"
     shutil.copytree(tiny_run["root"] / "synth", root / "synth")
@@ -125,6 +126,7 @@ def test_score_a_video_file_with_overlay(tiny_run, tmp_path, capsys):
 def test_score_is_causal(tiny_run, tmp_path):
     """Scores of the first frames do not change when later frames change (online protocol)."""
     from mama.data.datasets import load_video_frames
+    from mama.config import ScoreOptions
     from mama.evaluate.score import score_videos
 
     video = make_samples("synth", tiny_run["root"], "testing")[0]
@@ -134,8 +136,8 @@ def test_score_is_causal(tiny_run, tmp_path):
         d.mkdir(parents=True)
         for i, f in enumerate(fr):
             cv2.imwrite(str(d / f"{i:03d}.png"), ((f.transpose(1, 2, 0) + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
-    a = score_videos(tmp_path / "a" / "frames", tiny_run["generator"], tmp_path / "sa")["videos"][0]["scores"]
-    b = score_videos(tmp_path / "b" / "frames", tiny_run["generator"], tmp_path / "sb")["videos"][0]["scores"]
+    a = score_videos(ScoreOptions(tmp_path / "a" / "frames", tiny_run["generator"], tmp_path / "sa"))["videos"][0]["scores"]
+    b = score_videos(ScoreOptions(tmp_path / "b" / "frames", tiny_run["generator"], tmp_path / "sb"))["videos"][0]["scores"]
     assert a[:10] == b[:10] and a[12:] != b[12:]
 
 
@@ -149,9 +151,19 @@ def test_score_errors(tiny_run, tmp_path, capsys):
     assert rc == 2 and "nothing" in capsys.readouterr().err
 
 
-def test_fit_weights_uses_training_video_only(tiny_run, tmp_path):
-    from mama.evaluate.evaluate import EvalOptions, evaluate
+def test_fit_weights_uses_training_video_only(tiny_run, tmp_path, monkeypatch):
+    from mama.config import EvalOptions
+    from mama.evaluate import validation
+    from mama.evaluate.evaluate import evaluate
 
+    seen = []
+    real = validation.PseudoAnomalyValidator.__init__
+
+    def spy(self, extractor, videos, *args, **kw):
+        seen.extend(str(v.source) for v in videos)
+        real(self, extractor, videos, *args, **kw)
+
+    monkeypatch.setattr(validation.PseudoAnomalyValidator, "__init__", spy)
     result = evaluate(EvalOptions(dataset="synth", data_root=tiny_run["root"], checkpoint=tiny_run["destroyer"],
                                   out=tmp_path, protocols=("clean",), fit_weights=True, sigma=0, device="cpu"))
     rows = result["rows"]
@@ -161,6 +173,7 @@ def test_fit_weights_uses_training_video_only(tiny_run, tmp_path):
         a, b, c, d = (float(x) for x in r["weights"].split(","))
         assert min(a, b, c) > 0 and abs(a + b + c - 5) < 1e-6  # a point of the reference grid
         assert (d > 0) == (r["model"] == "generator+destroyer")
+    assert seen and all("/training/" in src for src in seen)  # fitted on training video only
 
 
 def test_stream_ablation_re_fuses_the_same_streams(evaluated):

@@ -1,5 +1,5 @@
 """The benchmark baseline (benchmarks/reference_pipeline.py) computes what mama computes, and
-the training feature cache (mama/train/feature_cache.py) is exact.
+the feature store (mama/features/store.py) is exact.
 
 Both pipelines run on the same models, weights and inputs (benchmarks/workload.py); only the
 order of floating-point work differs (batched vs one clip at a time, fused vs plain ops),
@@ -95,8 +95,14 @@ def test_destroyer_step_loss_matches():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=f"destroyer {name} after one step")
 
 
-def test_feature_cache_is_exact_and_computes_each_entry_once():
-    from mama.train.feature_cache import FeatureCache
+def _one_by_one(w, clips, bg):
+    """The reference's inputs: every clip on its own, every frame's labels and pair's flow anew."""
+    with torch.no_grad():
+        return w.reference().batch_inputs(clips, bg)
+
+
+def test_feature_store_is_exact_and_computes_each_entry_once():
+    from mama.features.store import FeatureStore
 
     w = make_workload("light", size=64, batch=4, base=8, seed=7)
     items = w.batch_items
@@ -104,20 +110,20 @@ def test_feature_cache_is_exact_and_computes_each_entry_once():
     frames = w.video[:6]
     clips = torch.stack([frames[0:5], frames[1:6]])
     bg = w.background.expand(2, -1, -1, -1)
-    cache = FeatureCache(w.extractor)
-    got = cache.clip_inputs(clips, [0, 0], [4, 5], bg)
-    want = w.extractor.clip_inputs(clips, bg)
+    store = FeatureStore(w.extractor)
+    got = store.clip_inputs(clips, [0, 0], [4, 5], bg)
+    want = _one_by_one(w, clips, bg)
     for name, a, b in zip(got._fields, got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
-    assert cache.computed == {"labels": 5, "flows": 4, "preds": 0}
-    # A second batch: the shared entries come from the cache, only new ones are computed.
-    again = cache.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
-    want = w.extractor.clip_inputs(items["clip"], items["background"])
+    assert store.computed == {"labels": 5, "flows": 4, "preds": 0}
+    # A second batch: the shared entries come from the store, only new ones are computed.
+    again = store.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
+    want = _one_by_one(w, items["clip"], items["background"])
     for name, a, b in zip(again._fields, again, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
-    before = dict(cache.computed)
-    cache.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
-    assert cache.computed == before
+    before = dict(store.computed)
+    store.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
+    assert store.computed == before
 
     net_g = w.generator().eval()
     calls = []
@@ -126,30 +132,30 @@ def test_feature_cache_is_exact_and_computes_each_entry_once():
         calls.append(inputs.frames.shape[0])
         return net_g(*inputs[:3]).pred
 
-    preds, target = cache.predictions(clips, [0, 0], [4, 5], predict, bg)
-    preds2, _ = cache.predictions(clips, [0, 0], [4, 5], predict, bg)
+    preds, target = store.predictions(clips, [0, 0], [4, 5], predict, bg)
+    preds2, _ = store.predictions(clips, [0, 0], [4, 5], predict, bg)
     with torch.no_grad():
-        direct = net_g(*w.extractor.clip_inputs(clips, bg)[:3]).pred
+        direct = net_g(*_one_by_one(w, clips, bg)[:3]).pred
     torch.testing.assert_close(preds, direct, rtol=1e-5, atol=1e-6)
     assert torch.equal(preds, preds2) and torch.equal(target, clips[:, -1]) and calls == [2]
 
 
-def test_feature_cache_over_budget_still_answers_exactly():
-    from mama.train.feature_cache import FeatureCache
+def test_feature_store_over_budget_still_answers_exactly():
+    from mama.features.store import FeatureStore
 
     w = make_workload("light", size=64, batch=4, base=8, seed=8)
     items = w.batch_items
-    cache = FeatureCache(w.extractor, max_bytes=0)
-    got = cache.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
-    want = w.extractor.clip_inputs(items["clip"], items["background"])
+    store = FeatureStore(w.extractor, max_bytes=0)
+    got = store.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
+    want = _one_by_one(w, items["clip"], items["background"])
     for name, a, b in zip(got._fields, got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
-    assert len(cache) == 0 and cache.bytes == 0
+    assert len(store) == 0 and store.bytes == 0
 
 
-def test_feature_cache_needs_one_coordinate_per_clip():
-    from mama.train.feature_cache import FeatureCache
+def test_feature_store_needs_one_coordinate_per_clip():
+    from mama.features.store import FeatureStore
 
     w = make_workload("light", size=64, batch=2, base=8, seed=9)
     with pytest.raises(ValueError, match="one \\(video, target\\) per clip: 2 clips, 1 videos"):
-        FeatureCache(w.extractor).clip_inputs(w.batch_items["clip"], [0], [4, 5], w.batch_items["background"])
+        FeatureStore(w.extractor).clip_inputs(w.batch_items["clip"], [0], [4, 5], w.batch_items["background"])

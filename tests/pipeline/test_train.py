@@ -13,8 +13,12 @@ import torch
 
 from mama.errors import MamaError
 from mama.train import trainer as trainer_mod
-from mama.train.runtime import load_checkpoint
+from mama.models.checkpoint import read_file
 from tests.support import tiny_train_config
+
+
+def load_checkpoint(path: Path) -> dict:
+    return read_file(path, "run")
 
 
 def _weights(path: Path, key: str) -> dict[str, torch.Tensor]:
@@ -41,7 +45,6 @@ def test_generator_run_writes_its_files(tiny_run):
 
 def test_training_changes_the_weights(tiny_run, tiny_synth, tmp_path):
     fresh = trainer_mod.GeneratorTrainer(tiny_train_config(tiny_synth, tmp_path / "x"))
-    fresh.build()
     trained = _weights(tiny_run["generator"], "net_g")
     changed = [k for k, v in fresh.net_g.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, trained[k])]
     assert len(changed) > 0.9 * len(trained) * 0.5  # most parameters and BN statistics moved
@@ -60,8 +63,9 @@ def test_destroyer_loss_gets_the_clean_prediction_the_damaged_one_and_the_target
 
     monkeypatch.setattr(trainer_mod.ops, "patch_destroy_loss", spy)
     # 64x64 frames: a 2x2 grid of 32x32 patches, so the damage draws select some patches.
+    gen = trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "g", iters=1, size=64, val_interval=100))
     t = trainer_mod.DestroyerTrainer(tiny_train_config(tiny_synth, tmp_path / "d", stage="destroyer", iters=4, size=64,
-                                                       generator=str(tiny_run["generator"]), val_interval=100))
+                                                       generator=str(gen / "final.pt"), val_interval=100))
     inputs, predictions = [], []
     real_damage = t.damage
 
@@ -129,7 +133,6 @@ def test_paper_preset_trains_on_every_video_in_batches_of_distinct_videos(tiny_s
     assert [v.name for v in t.train_videos] == ["01", "02", "03"]  # nothing held out
     assert all(sorted(b) == [0, 1, 2] for b in batches)  # 3 videos, batches of 3: each video once
     fast = trainer_mod.GeneratorTrainer(tiny_train_config(tiny_synth, tmp_path / "f", preset="fast"))
-    fast.build()
     fast._data()
     assert [v.name for v in fast.train_videos] == ["01", "02"] and [v.name for v in fast.val_videos] == ["03"]
 
@@ -237,3 +240,22 @@ def test_ddp_two_cpu_processes(tiny_synth, tmp_path):
     assert (run / "final.pt").is_file() and (run / "log.jsonl").is_file()
     records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss/g_total" in r] == [1, 3]  # one writer, not two
+
+
+def test_the_destroyer_stage_inherits_the_generators_settings_and_refuses_others(tiny_run, tiny_synth, tmp_path):
+    # Absent: taken from the generator's run. Given alike: fine. Given otherwise: an error.
+    cfg = tiny_train_config(tiny_synth, tmp_path / "d", stage="destroyer", generator=str(tiny_run["generator"]),
+                            preset=None, size=None, base=None, motion=None, labels=None)
+    t = trainer_mod.DestroyerTrainer(cfg)
+    gen_cfg = load_checkpoint(tiny_run["generator"])["config"]
+    for name in ("preset", "motion", "labels", "size", "base"):
+        assert getattr(t.cfg, name) == gen_cfg[name], name
+    assert t.net_a.base == gen_cfg["base"]
+    trainer_mod.DestroyerTrainer(tiny_train_config(tiny_synth, tmp_path / "d2", stage="destroyer",
+                                                   generator=str(tiny_run["generator"]), motion="dis"))
+    for flag, value, theirs in (("motion", "farneback", "dis"), ("size", 64, 32), ("preset", "paper", "fast"), ("base", 16, 8)):
+        bad = tiny_train_config(tiny_synth, tmp_path / "d3", stage="destroyer", generator=str(tiny_run["generator"]),
+                                **{flag: value})
+        with pytest.raises(MamaError, match=rf"--{flag} {value} conflicts with the generator .*final\.pt, trained with "
+                                            rf"--{flag} {theirs}; drop --{flag}"):
+            trainer_mod.DestroyerTrainer(bad)

@@ -8,7 +8,7 @@ import torch
 from mama.data.datasets import load_video_frames, make_samples
 from mama.evaluate import validation
 from mama.evaluate.fusion import FusionWeights, search_weights
-from mama.models.build import build_extractor
+from mama.features.registry import build_extractor
 
 SIZE = 32
 
@@ -20,8 +20,8 @@ class MotionScorer:
     def __init__(self, constant: bool = False):
         self.constant = constant
 
-    def cache_streams(self, cache):
-        f = cache.frames
+    def stored_streams(self, store, video, frames):
+        f = frames
         energy = (f[1:] - f[:-1]).abs().mean(dim=(1, 2, 3))  # (T-1,)
         sse = torch.stack([energy[t - 4 : t].mean() for t in range(4, f.shape[0])]).numpy()
         return {"sse": np.zeros_like(sse) if self.constant else sse}
@@ -52,12 +52,12 @@ def test_the_set_is_made_of_training_clips(validator, videos):
 
     normal, skip, patch = validator.windows[:3]
     assert (normal.kind, skip.kind, patch.kind) == ("normal", "skip", "patch")
-    n = [h[0] for h in find(normal.cache.frames)]
+    n = [h[0] for h in find(normal.frames)]
     assert len({v for v, _ in n}) == 1 and np.all(np.diff([i for _, i in n]) == 1)  # consecutive frames
-    s = [h[0] for h in find(skip.cache.frames)]
+    s = [h[0] for h in find(skip.frames)]
     assert len({v for v, _ in s}) == 1 and np.all(np.diff([i for _, i in s]) == validation.SKIP_STRIDE)
     # The patch window is the normal window with one square pasted per frame, moving.
-    diff = (patch.cache.frames != normal.cache.frames).any(dim=1)  # (T, S, S)
+    diff = (patch.frames != normal.frames).any(dim=1)  # (T, S, S)
     p = SIZE // validation.PATCH_FRACTION
     corners = []
     for d in diff:
@@ -85,11 +85,11 @@ def test_the_generator_stage_uses_skip_clips_only(videos):
 def test_select_on_test_takes_the_best_auc_of_the_reference_grid(tiny_run):
     from mama.evaluate.engine import Scorer
     from mama.evaluate.streams import video_streams
-    from mama.models.build import build_models_from_checkpoint
-    from mama.train.runtime import load_checkpoint
+    from mama.models.build import models_from_run
+    from mama.models.checkpoint import read_file
 
-    payload = load_checkpoint(tiny_run["destroyer"])
-    net_g, net_a, meta = build_models_from_checkpoint(payload, tiny_run["destroyer"], need_destroyer=True)
+    payload = read_file(tiny_run["destroyer"], "run")
+    net_g, net_a, meta = models_from_run(payload, tiny_run["destroyer"], need_destroyer=True)
     scorer = Scorer(net_g.eval(), build_extractor(meta["motion"], meta["labels"], "cpu"), net_a.eval(), "cpu",
                     optimize=False)
     got = validation.test_set_auc(scorer, "synth", tiny_run["root"], meta["size"], with_destroyer=True)

@@ -1,4 +1,5 @@
-"""Motion / label providers and the de-duplicating FeatureExtractor (mama.models.providers)."""
+"""Motion / label providers, their registry, and the one assembly of the generator's inputs
+(mama.features)."""
 from __future__ import annotations
 
 import cv2
@@ -10,22 +11,14 @@ from torchvision.models.segmentation import deeplabv3_resnet101
 
 from mama.data.datasets import video_background
 from mama.errors import MamaError
-from mama.models import flownet2, providers
+from mama.features.base import LabelProvider, MotionProvider
+from mama.features.extractor import FeatureExtractor
+from mama.features.labels import DeepLabLabels, ForegroundLabels, NoLabels
+from mama.features.motion import DISFlow, FarnebackFlow, FlowNetFlow, flownet2sd_reference_flow
+from mama.features.registry import build_extractor, build_label_provider, build_motion_provider
+from mama.features.store import FeatureStore
+from mama.models import flownet2
 from mama.models.deeplab import build_deeplabv3, upsample_logits
-from mama.models.providers import (
-    DeepLabLabels,
-    DISFlow,
-    FarnebackFlow,
-    FeatureExtractor,
-    FlowNetFlow,
-    ForegroundLabels,
-    LabelProvider,
-    MotionProvider,
-    NoLabels,
-    build_label_provider,
-    build_motion_provider,
-    distinct_rows,
-)
 from mama.weights import resolve_weights
 
 DEEPLAB_FILE = "deeplabv3_resnet101_coco-586e9e4e.pth"
@@ -107,7 +100,7 @@ def test_flownet_provider_wraps_the_reference_scaling():
     flow = provider(prev, nxt)
     assert flow.shape == (2, 2, 64, 64)
     # pixels here; divided by 255 (the extractor's flow_scale) it is the reference's flow
-    torch.testing.assert_close(flow / 255, flownet2.flownet2sd_reference_flow(net, prev, nxt), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(flow / 255, flownet2sd_reference_flow(net, prev, nxt), rtol=1e-5, atol=1e-7)
 
 
 # ---- labels ------------------------------------------------------------------------------
@@ -166,7 +159,7 @@ def test_deeplab_rejects_a_file_of_another_architecture(tmp_path):
         build_label_provider("deeplabv3", weights=partial)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(MamaError, match=r"cannot read DeepLabv3 weights .*junk\.pth"):
+    with pytest.raises(MamaError, match=r"junk\.pth: corrupt or not a torch checkpoint .*deeplabv3_resnet101_coco-586e9e4e\.pth"):
         build_label_provider("deeplabv3", weights=junk)
 
 
@@ -187,6 +180,13 @@ def test_unknown_provider_names_list_the_choices():
         build_motion_provider("raft")
     with pytest.raises(MamaError, match=r"unknown label provider 'sam'; choose one of: deeplabv3, foreground, none"):
         build_label_provider("sam")
+
+
+def test_weights_for_a_weight_free_provider_are_refused(tmp_path):
+    with pytest.raises(MamaError, match=r"--motion-weights .*x\.pth: the motion provider 'dis' uses no weights; drop --motion-weights"):
+        build_extractor("dis", "none", motion_weights=tmp_path / "x.pth")
+    with pytest.raises(MamaError, match=r"--label-weights .*: the label provider 'foreground' uses no weights"):
+        build_extractor("dis", "foreground", label_weights=tmp_path / "y.pth")
 
 
 def test_foreground_is_zero_on_the_background_and_high_on_a_pasted_object(ped2_root):
@@ -267,19 +267,6 @@ class CountingLabels(LabelProvider):
         return F.interpolate(coarse, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-@pytest.mark.parametrize("collide", [False, True])
-def test_distinct_rows_is_exact_unique(collide, monkeypatch):
-    if collide:  # every projection equal: the exactness check must catch it and fall back
-        monkeypatch.setattr(providers, "_projection", lambda rows: rows.new_zeros(rows.shape[0]))
-    gen = torch.Generator().manual_seed(6)
-    base = torch.rand(6, 50, generator=gen)
-    rows = base[torch.tensor([3, 0, 3, 5, 1, 0, 2, 4, 3])]
-    uniq, inverse = distinct_rows(rows)
-    assert uniq.shape == (6, 50)
-    torch.testing.assert_close(uniq[inverse], rows, rtol=0, atol=0)
-    assert len(torch.unique(uniq, dim=0)) == 6
-
-
 def naive_clip_inputs(motion, labels, clips, backgrounds, flow_scale):
     """The reference's way: every clip on its own, every frame and pair recomputed."""
     frames, flows, label_maps = [], [], []
@@ -302,18 +289,20 @@ def assert_each_row_once(seen: list[torch.Tensor], expected: int) -> None:
 
 
 @pytest.mark.parametrize("uses_background", [False, True])
-def test_clip_inputs_deduplicate_exactly(uses_background):
+def test_a_batch_computes_each_frame_and_pair_once(uses_background):
     gen = torch.Generator().manual_seed(1)
     video_a = torch.rand(9, 3, 16, 20, generator=gen) * 2 - 1
     video_b = torch.rand(7, 3, 16, 20, generator=gen) * 2 - 1
     bg_a, bg_b = torch.rand(2, 3, 16, 20, generator=gen) * 2 - 1
     # overlapping windows of video a (targets 4..8), one repeated, and two of video b
-    clips = torch.cat([windows(video_a, [6, 4, 8, 5, 7, 6]), windows(video_b, [4, 6])])
+    targets = [6, 4, 8, 5, 7, 6, 4, 6]
+    videos = [0] * 6 + [1] * 2
+    clips = torch.cat([windows(video_a, targets[:6]), windows(video_b, targets[6:])])
     backgrounds = torch.stack([bg_a] * 6 + [bg_b] * 2) if uses_background else None
 
     motion, labels = CountingMotion(), CountingLabels(uses_background)
-    extractor = FeatureExtractor(motion, labels, flow_scale=0.25)
-    frames, flows, label_maps, target = extractor.clip_inputs(clips, backgrounds)
+    store = FeatureStore(FeatureExtractor(motion, labels, flow_scale=0.25), max_bytes=0)  # keep nothing
+    frames, flows, label_maps, target = store.clip_inputs(clips, videos, targets, backgrounds)
 
     # one batched call per network; each distinct frame (a: 0..7, b: 0..5) and pair once
     assert motion.calls == 1 and labels.calls == 1
@@ -327,13 +316,18 @@ def test_clip_inputs_deduplicate_exactly(uses_background):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     assert flows.shape == (8, 6, 16, 20) and label_maps.shape == (8, 20, 16, 20)
+    # Nothing was kept, so the same batch again computes again, the same.
+    again = store.clip_inputs(clips, videos, targets, backgrounds)
+    assert motion.calls == 2 and len(store) == 0
+    for a, b in zip(again, (frames, flows, label_maps, target)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_clip_inputs_channel_order_is_frame_major():
+def test_assembled_channel_order_is_frame_major():
     gen = torch.Generator().manual_seed(2)
     clips = torch.rand(3, 5, 3, 8, 8, generator=gen) * 2 - 1
     motion, labels = CountingMotion(), CountingLabels(False)
-    frames, flows, label_maps, target = FeatureExtractor(motion, labels).clip_inputs(clips)
+    frames, flows, label_maps, target = FeatureStore(FeatureExtractor(motion, labels)).clip_inputs(clips, [0, 1, 2], [4] * 3)
     for b in range(3):
         for i in range(4):
             torch.testing.assert_close(frames[b, 3 * i : 3 * i + 3], clips[b, i], rtol=0, atol=0)
@@ -345,21 +339,21 @@ def test_clip_inputs_channel_order_is_frame_major():
 
 
 @pytest.mark.parametrize("uses_background", [False, True])
-def test_video_inputs_compute_each_frame_and_pair_once(uses_background):
+def test_a_filled_video_computes_each_frame_and_pair_once(uses_background):
     gen = torch.Generator().manual_seed(4)
     video = torch.rand(11, 3, 12, 16, generator=gen) * 2 - 1
     background = torch.rand(3, 12, 16, generator=gen) * 2 - 1
     bg = background if uses_background else None
     motion, labels = CountingMotion(), CountingLabels(uses_background)
-    extractor = FeatureExtractor(motion, labels, flow_scale=0.5, chunk=4)
-    cache = extractor.video_inputs(video, bg)
+    store = FeatureStore(FeatureExtractor(motion, labels, flow_scale=0.5, chunk=4))
+    store.fill_video(3, video, bg)
     assert motion.calls == 3 and labels.calls == 3  # ceil(10 / 4) pair chunks, ceil(11 / 4) frame chunks
     assert_each_row_once(motion.seen, 10)
     assert_each_row_once(labels.seen, 11)
-    assert cache.flows.shape[0] == 10 and cache.labels.shape[0] == 11
+    assert len(store.flows) == 10 and len(store.labels) == 11
 
     targets = list(range(4, 11))
-    got = extractor.clips_from_video(cache, targets)
+    got = store.video_clip_inputs(3, video, targets)
     assert motion.calls == 3 and labels.calls == 3  # assembling clips recomputes nothing
     clips = windows(video, targets)
     backgrounds = background.expand(len(targets), -1, -1, -1) if uses_background else None
@@ -367,17 +361,21 @@ def test_video_inputs_compute_each_frame_and_pair_once(uses_background):
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="targets must be in 4..10"):
-        extractor.clips_from_video(cache, [3])
+        store.video_clip_inputs(3, video, [3])
+    store.drop(3)
+    assert len(store) == 0
 
 
-def test_real_providers_through_the_extractor_match_the_naive_loop(ped2_root):
+def test_real_providers_through_the_store_match_the_naive_loop(ped2_root):
     video = read_frames(ped2_root, "05", range(8), 64)
     background = torch.from_numpy(video_background(video.numpy()))
     extractor = FeatureExtractor(DISFlow(), ForegroundLabels(), chunk=3)
     clips = windows(video, [4, 5, 6, 7])
     backgrounds = background.expand(4, -1, -1, -1)
-    from_clips = extractor.clip_inputs(clips, backgrounds)
-    from_video = extractor.clips_from_video(extractor.video_inputs(video, background), [4, 5, 6, 7])
+    from_clips = FeatureStore(extractor).clip_inputs(clips, [0] * 4, [4, 5, 6, 7], backgrounds)
+    filled = FeatureStore(extractor)
+    filled.fill_video(0, video, background)
+    from_video = filled.video_clip_inputs(0, video, [4, 5, 6, 7])
     expected = naive_clip_inputs(DISFlow(), ForegroundLabels(), clips, backgrounds, 1 / 255)
     for a, b, e in zip(from_clips, from_video, expected):
         torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
@@ -386,7 +384,8 @@ def test_real_providers_through_the_extractor_match_the_naive_loop(ped2_root):
 
 def test_no_labels_give_none():
     clips = torch.rand(2, 5, 3, 8, 8) * 2 - 1
-    out = FeatureExtractor(CountingMotion(), NoLabels()).clip_inputs(clips)
+    out = FeatureStore(FeatureExtractor(CountingMotion(), NoLabels())).clip_inputs(clips, [0, 0], [4, 4])
     assert out.labels is None and out.flows.shape == (2, 6, 8, 8)
-    cache = FeatureExtractor(CountingMotion(), None).video_inputs(clips[0])
-    assert cache.labels is None
+    store = FeatureStore(FeatureExtractor(CountingMotion(), None))
+    store.fill_video(0, clips[0])
+    assert store.labels == {} and store.video_clip_inputs(0, clips[0], [4]).labels is None

@@ -1,0 +1,98 @@
+"""Providers by name: the one table that configs, checkpoints and the command line refer to.
+
+Each entry builds its provider on a device; the ones that need pretrained weights take a file
+(else the weights dir and the torch hub cache are searched, mama.weights) and fail with one
+line naming the file, where to put it and where to get it. Builders import their provider
+when called, so reading the names costs nothing.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from mama.errors import MamaError
+
+
+def _dis(device, weights):
+    from mama.features.motion import DISFlow
+
+    return DISFlow()
+
+
+def _farneback(device, weights):
+    from mama.features.motion import FarnebackFlow
+
+    return FarnebackFlow()
+
+
+def _flownet(name: str) -> Callable:
+    def build(device, weights):
+        from mama.features.motion import FlowNetFlow
+        from mama.models.flownet2 import load_flownet
+        from mama.weights import resolve_weights
+
+        return FlowNetFlow(name, load_flownet(name, resolve_weights(name, weights), device))
+
+    return build
+
+
+def _deeplab(device, weights):
+    from mama.features.labels import DeepLabLabels
+    from mama.models.deeplab import build_deeplabv3
+    from mama.weights import resolve_weights
+
+    return DeepLabLabels(build_deeplabv3(resolve_weights("deeplabv3_resnet101", weights), device))
+
+
+def _foreground(device, weights):
+    from mama.features.labels import ForegroundLabels
+
+    return ForegroundLabels()
+
+
+def _no_labels(device, weights):
+    from mama.features.labels import NoLabels
+
+    return NoLabels()
+
+
+# name -> (build(device, weights), needs pretrained weights)
+MOTION: dict[str, tuple[Callable, bool]] = {
+    "flownet2sd": (_flownet("flownet2sd"), True),
+    "flownet2": (_flownet("flownet2"), True),
+    "dis": (_dis, False),
+    "farneback": (_farneback, False),
+}
+LABELS: dict[str, tuple[Callable, bool]] = {
+    "deeplabv3": (_deeplab, True),
+    "foreground": (_foreground, False),
+    "none": (_no_labels, False),
+}
+MOTION_PROVIDERS = tuple(MOTION)
+LABEL_PROVIDERS = tuple(LABELS)
+
+
+def _build(table: dict, kind: str, flag: str, name: str, device, weights):
+    if name not in table:
+        raise MamaError(f"unknown {kind} provider {name!r}; choose one of: {', '.join(table)}")
+    build, needs_weights = table[name]
+    if weights is not None and not needs_weights:
+        raise MamaError(f"{flag} {weights}: the {kind} provider {name!r} uses no weights; drop {flag}")
+    return build(device, weights)
+
+
+def build_motion_provider(name: str, device="cpu", weights=None):
+    """A MotionProvider (mama.features.base) by name."""
+    return _build(MOTION, "motion", "--motion-weights", name, device, weights)
+
+
+def build_label_provider(name: str, device="cpu", weights=None):
+    """A LabelProvider (mama.features.base) by name."""
+    return _build(LABELS, "label", "--label-weights", name, device, weights)
+
+
+def build_extractor(motion: str, labels: str, device="cpu", motion_weights=None, label_weights=None):
+    """A FeatureExtractor (mama.features.extractor) of the named providers."""
+    from mama.features.extractor import FeatureExtractor
+
+    return FeatureExtractor(build_motion_provider(motion, device, motion_weights),
+                            build_label_provider(labels, device, label_weights))

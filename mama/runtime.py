@@ -1,0 +1,67 @@
+"""Where a process runs: the device, and the torchrun process group (one process per GPU,
+or per CPU with gloo). Training and evaluation both run under torchrun."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mama.errors import MamaError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs. Under torchrun: one process per GPU (or CPU, gloo)."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MamaError(f"--device {name}: no CUDA device is visible here; use --device cpu")
+    return device
+
+
+def setup_runtime(device: str = "auto") -> Runtime:
+    """Single process, or the torchrun process group (RANK / WORLD_SIZE / LOCAL_RANK set)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Runtime(pick_device(device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Runtime(dev, rank, world, local)
+
+
+def teardown_runtime(rt: Runtime) -> None:
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def share_cpu(rt: Runtime, num_workers: int) -> None:
+    """On CPU, leave cores to the loader workers and the other ranks: OpenMP threads that
+    outnumber free cores spin against each other (measured here: a step 15x slower)."""
+    if rt.device.type != "cpu":
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // rt.world_size - num_workers))
