@@ -23,7 +23,7 @@ def train(
     generator: Optional[Path] = typer.Option(None, help="destroyer stage: the trained generator checkpoint"),
     iters: Optional[int] = typer.Option(None, help=f"iterations (default {STAGE_ITERS['generator']} generator, {STAGE_ITERS['destroyer']} destroyer)"),
     batch_size: int = typer.Option(D.batch_size, help="clips per step (per process under torchrun)"),
-    size: Optional[int] = typer.Option(None, help=f"frame size (square), a multiple of 32 (default {FRAME_SIZE}; destroyer: the generator's)"),
+    size: Optional[int] = typer.Option(None, help=f"frame size (square), a multiple of 8 (default {FRAME_SIZE}; destroyer: the generator's)"),
     base: Optional[int] = typer.Option(None, help=f"network width (default {BASE_WIDTH}, the paper's; destroyer: the generator's)"),
     seed: int = typer.Option(D.seed),
     lr_g: Optional[float] = typer.Option(None, help="generator learning rate (default: the dataset's)"),

@@ -39,6 +39,10 @@ PRESETS = {
 STAGE_ITERS = {"generator": 60_000, "destroyer": 15_000}
 FRAME_SIZE = 256  # the reference's frame side: frames are resized to FRAME_SIZE x FRAME_SIZE
 BASE_WIDTH = 64  # the paper's generator / destroyer width
+# The destroyer's damage and loss work on an 8 x 8 grid of patches, the paper's 32 x 32 patches of a
+# 256 x 256 frame; the grid, not the patch side, is kept at other sizes (at 64 x 64, 8-pixel
+# patches: 32-pixel ones would cut the frame in 4 and teach the destroyer to paint quarters).
+PATCH_GRID = 8
 DEFAULT_PRESET = "paper"
 # What the destroyer stage takes from its generator's run unless given (and then alike).
 INHERITED_FROM_GENERATOR = ("preset", "motion", "labels", "size", "base")
@@ -62,7 +66,7 @@ class TrainConfig:
     weight_decay: float | None = None
     adv_weight: float = 0.05
     sim_weight: float = 1.0
-    patch: int = 32  # destroyer damage patches
+    patch: int | None = None  # destroyer damage patch side; None: size // PATCH_GRID (32 at 256, the paper's)
     ld: float = 4.0
     save_interval: int = 1000
     val_interval: int = 1000
@@ -109,8 +113,12 @@ class TrainConfig:
         c.holdout = self.holdout if self.holdout is not None else preset["holdout"]
         if c.batchnorm not in BATCHNORM_MODES:
             raise MamaError(f"unknown batchnorm mode {c.batchnorm!r}; use one of {', '.join(BATCHNORM_MODES)}")
-        if c.size % 32:
-            raise MamaError(f"--size {c.size} must be a multiple of 32 (the destroyer's patches)")
+        if c.size < PATCH_GRID or c.size % PATCH_GRID:
+            raise MamaError(f"--size {c.size} must be a positive multiple of {PATCH_GRID} (the networks halve it 3 times); "
+                            "e.g. --size 256")
+        c.patch = self.patch or c.size // PATCH_GRID
+        if c.size % c.patch:
+            raise MamaError(f"patch {c.patch} does not divide --size {c.size}; use a divisor of the frame size")
         if c.iters <= 0 or c.batch_size <= 0:
             raise MamaError("--iters and --batch-size must be positive")
         return c
