@@ -25,6 +25,7 @@ from mama.features.clips import CLIP_LEN
 from mama.features.extractor import FeatureExtractor
 from mama.features.labels import DeepLabLabels, ForegroundLabels
 from mama.features.motion import DISFlow, FlowNetFlow
+from mama.features.store import TensorSource
 from mama.models.destroyer import Destroyer
 from mama.models.discriminator import PatchDiscriminator
 from mama.models.generator import F2LMGenerator
@@ -75,7 +76,8 @@ class Workload:
     base: int
     device: torch.device
     extractor: FeatureExtractor
-    batch_items: dict  # collated ClipDataset-like items: clip, video, target, background
+    batch_items: dict  # collated ClipDataset-like items: clip, video, target (+ background for the baseline)
+    train_source: TensorSource  # the training videos the batch's clips come from
     video: torch.Tensor  # (T, 3, S, S) one test video
     background: torch.Tensor | None
     seed: int
@@ -106,12 +108,13 @@ class Workload:
     # ------------------------------------------------------------------ ours
     def generator_trainer(self, cache: bool = True) -> GeneratorTrainer:
         t = GeneratorTrainer(self.config("generator", cache),
-                             GeneratorParts(self.extractor, self.generator(), self.discriminator(), meta={}))
+                             GeneratorParts(self.extractor, self.generator(), self.discriminator(), meta={}), self.train_source)
         t.wrap_ddp()
         return t
 
     def destroyer_trainer(self, net_g: F2LMGenerator, cache: bool = True) -> DestroyerTrainer:
-        t = DestroyerTrainer(self.config("destroyer", cache), DestroyerParts(self.extractor, net_g, self.destroyer(), meta={}))
+        t = DestroyerTrainer(self.config("destroyer", cache), DestroyerParts(self.extractor, net_g, self.destroyer(), meta={}),
+                             self.train_source)
         t.wrap_ddp()
         return t
 
@@ -140,5 +143,7 @@ def make_workload(providers: str = "light", size: int = 128, batch: int = 4, bas
     if needs_bg:
         items["background"] = torch.stack([video_background(train_videos[v]) for v in videos]).to(device)
     video = synthetic_video(frames, size, seed + 100).to(device)
-    return Workload(providers, size, batch, base, device, extractor, items, video,
+    source = TensorSource({v: train_videos[v].to(device) for v in range(2)},
+                          {v: video_background(train_videos[v]).to(device) if needs_bg else None for v in range(2)})
+    return Workload(providers, size, batch, base, device, extractor, items, source, video,
                     video_background(video) if needs_bg else None, seed)

@@ -190,7 +190,7 @@ def _gt_intervals(mat_path: Path, num_videos: int) -> list[np.ndarray]:
         gt = scipy.io.loadmat(str(mat_path))["gt"]
     except KeyError:
         raise MamaError(f"{mat_path}: no 'gt' variable; save the ground truth under the name 'gt'") from None
-    except (OSError, ValueError, NotImplementedError, TypeError) as exc:
+    except (OSError, ValueError, NotImplementedError, TypeError, scipy.io.matlab.MatReadError) as exc:
         raise MamaError(f"{mat_path}: cannot read this .mat file ({exc}); save it with MATLAB -v7 or scipy.io.savemat") from None
     if gt.dtype == object:  # a cell: one (2, K) [start; end] array per video
         cells = list(gt.ravel())
@@ -405,13 +405,14 @@ class ClipDataset(Dataset):
     """Every window of `clip_len` consecutive frames of every video, video by video.
 
     Item i: {"clip": float32 (clip_len, 3, H, W), "video": index into `videos`, "target":
-    index of the clip's last frame in its video, and "background" (3, H, W) when asked}.
+    index of the clip's last frame in its video}; `frames(video, indices)` and
+    `background(video)` read any frames and a video's median background.
     The first clip of a video targets frame clip_len - 1, so a video of T frames gives
     T - clip_len + 1 clips. Frame folders are read on demand; video files are decoded once
     and kept at the target size.
     """
 
-    def __init__(self, videos: list[VideoRecord], size: tuple[int, int] = DEFAULT_SIZE, clip_len: int = CLIP_LEN, with_background: bool = False):
+    def __init__(self, videos: list[VideoRecord], size: tuple[int, int] = DEFAULT_SIZE, clip_len: int = CLIP_LEN):
         if not videos:
             raise MamaError("no videos to make clips from; check the dataset path and split")
         if clip_len < 1:
@@ -422,7 +423,6 @@ class ClipDataset(Dataset):
         self.videos = list(videos)
         self.size = tuple(size)
         self.clip_len = clip_len
-        self.with_background = with_background
         self.clips_per_video = np.array([v.num_frames - clip_len + 1 for v in self.videos])
         self._starts = np.concatenate([[0], np.cumsum(self.clips_per_video)])  # first clip index of each video
         self._decoded: dict[int, np.ndarray] = {}  # video index -> (T, 3, H, W), video files only
@@ -445,7 +445,8 @@ class ClipDataset(Dataset):
         video = int(np.searchsorted(self._starts, index, side="right")) - 1
         return video, int(index - self._starts[video]) + self.clip_len - 1
 
-    def _frames(self, video: int, indices) -> np.ndarray:
+    def frames(self, video: int, indices) -> np.ndarray:
+        """Frames `indices` of video `video`, float32 (N, 3, H, W) at the dataset's size."""
         record = self.videos[video]
         if record.video_file is not None:
             if video not in self._decoded:
@@ -457,16 +458,13 @@ class ClipDataset(Dataset):
         """The video's median background (3, H, W), computed once."""
         if video not in self._backgrounds:
             indices = background_indices(self.videos[video].num_frames)
-            self._backgrounds[video] = video_background(self._frames(video, indices))  # already evenly spaced
+            self._backgrounds[video] = video_background(self.frames(video, indices))  # already evenly spaced
         return self._backgrounds[video]
 
     def __getitem__(self, index: int) -> dict:
         video, target = self.locate(index)
-        clip = self._frames(video, range(target - self.clip_len + 1, target + 1))
-        item = {"clip": torch.from_numpy(np.ascontiguousarray(clip)), "video": video, "target": target}
-        if self.with_background:
-            item["background"] = torch.from_numpy(self.background(video).copy())
-        return item
+        clip = self.frames(video, range(target - self.clip_len + 1, target + 1))
+        return {"clip": torch.from_numpy(np.ascontiguousarray(clip)), "video": video, "target": target}
 
 
 class VideoBalancedSampler(Sampler[int]):

@@ -53,7 +53,7 @@ class Scorer:
             raise ValueError(f"a video needs more than {INPUT_FRAMES} frames to be scored, got {frames.shape[0]}")
         frames = frames.to(self.device)
         bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
-        store = FeatureStore(self.extractor, self.device)
+        store = FeatureStore(self.extractor, device=self.device)
         store.fill_video(0, frames, bg)
         return frames, store
 

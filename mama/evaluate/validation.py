@@ -78,7 +78,7 @@ class PseudoAnomalyValidator:
             raise ValueError("pseudo-anomaly validation needs at least one training video")
         self.kinds = tuple(kinds)
         self.windows: list[Window] = []
-        self.store = FeatureStore(extractor, device)
+        self.store = FeatureStore(extractor, device=device)
         picks = np.unique(np.linspace(0, len(videos) - 1, min(len(videos), WINDOW_VIDEOS)).round().astype(int))
         per_video = max(1, math.ceil(clips_per_kind / len(picks)))
         rng = np.random.default_rng([seed, 20260])

@@ -10,20 +10,24 @@ and finished by `FeatureExtractor.assemble` when clips are put together. Keys:
     flows   (video, f)   the pair f -> f + 1
     preds   (video, t)   the frozen generator's prediction of target t (destroyer stage)
 
-`video` is whatever identifies a frame sequence to the caller: a ClipDataset video index in
-training, a window of the validation set, 0 for the one video being scored. A store holds the
-features of one choice of providers and of background (the label provider may depend on it).
+Everything is computed in canonical chunks: the labels of frames [kC, kC + C) and the flow of
+pairs [kC, kC + C) of a video (C = extractor.chunk), the predictions of targets [kP, kP + P)
+(P = PRED_CHUNK), one batched call per network each. A network's floating-point result can
+depend on what else is in its batch; computed always in the same groups, an entry has the same
+bits whichever batch first needed it, so a resumed run, a run with the store and one without,
+and scoring all see identical features.
 
-Two ways in, computed the same whatever the order: `fill_video` computes every frame and pair
-of a video, `chunk` at a time (scoring); `clip_inputs` computes what a training batch needs
-and is missing, from the batch's own frames, one batched call per network. A byte budget
-bounds what training keeps (0: keep nothing, compute per batch); a filled video is always
-kept until `drop(video)`.
+`video` is whatever identifies a frame sequence to the `source` the frames are read from: a
+ClipDataset video in training (`DatasetSource`), a window of the validation set, the one video
+being scored (`TensorSource`). A store holds the features of one choice of providers and of
+background (the label provider may depend on it). A byte budget bounds what is kept (0: keep
+nothing, compute what each batch needs); `drop(video)` forgets a video.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,6 +36,56 @@ from mama.features.clips import CLIP_LEN, INPUT_FRAMES, ClipInputs
 from mama.features.extractor import FeatureExtractor
 
 Key = tuple[int, int]
+PRED_CHUNK = 16  # targets per canonical group of predictions
+
+
+class FrameSource(Protocol):
+    """Where a store reads the frames (and backgrounds) of the videos it computes."""
+
+    def num_frames(self, video: int) -> int: ...
+
+    def frames(self, video: int, indices: range) -> Tensor: ...  # (N, 3, H, W) float32 on the device
+
+    def background(self, video: int) -> Tensor | None: ...  # (3, H, W), or None when not needed
+
+
+class TensorSource:
+    """Videos already in memory: {video: (T, 3, H, W) frames}, {video: (3, H, W) background}."""
+
+    def __init__(self, videos: dict[int, Tensor] | None = None, backgrounds: dict[int, Tensor | None] | None = None):
+        self.videos = dict(videos or {})
+        self.backgrounds = dict(backgrounds or {})
+
+    def add(self, video: int, frames: Tensor, background: Tensor | None = None) -> None:
+        check_frames(frames, "frames")
+        self.videos[video], self.backgrounds[video] = frames, background
+
+    def num_frames(self, video: int) -> int:
+        return self.videos[video].shape[0]
+
+    def frames(self, video: int, indices: range) -> Tensor:
+        return self.videos[video][indices.start : indices.stop]
+
+    def background(self, video: int) -> Tensor | None:
+        return self.backgrounds.get(video)
+
+
+class DatasetSource:
+    """A ClipDataset's videos, decoded on demand at its frame size, on `device`."""
+
+    def __init__(self, dataset, device: torch.device | str, with_background: bool):
+        self.dataset, self.device, self.with_background = dataset, torch.device(device), with_background
+
+    def num_frames(self, video: int) -> int:
+        return self.dataset.videos[video].num_frames
+
+    def frames(self, video: int, indices: range) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.dataset.frames(video, indices))).to(self.device)
+
+    def background(self, video: int) -> Tensor | None:
+        if not self.with_background:
+            return None
+        return torch.from_numpy(self.dataset.background(video).copy()).to(self.device)
 
 
 def _coordinates(videos, targets, count: int) -> tuple[list[int], list[int]]:
@@ -44,12 +98,14 @@ def _coordinates(videos, targets, count: int) -> tuple[list[int], list[int]]:
 
 class FeatureStore:
     """Coarse labels per frame, coarse flow per pair (and, for the destroyer stage, the frozen
-    generator's prediction per clip) of any number of videos."""
+    generator's prediction per clip) of the videos of a source."""
 
-    def __init__(self, extractor: FeatureExtractor, device: torch.device | str = "cpu", max_bytes: int = 4 << 30):
+    def __init__(self, extractor: FeatureExtractor, source: FrameSource | None = None,
+                 device: torch.device | str = "cpu", max_bytes: int = 4 << 30):
         self.extractor = extractor
+        self.source = source if source is not None else TensorSource()
         self.device = torch.device(device)  # where entries are kept
-        self.max_bytes = max_bytes  # what `clip_inputs` may keep
+        self.max_bytes = max_bytes
         self.bytes = 0
         self.labels: dict[Key, Tensor] = {}
         self.flows: dict[Key, Tensor] = {}
@@ -59,122 +115,132 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.labels) + len(self.flows) + len(self.preds)
 
-    def _keep(self, table: dict, key: Key, value: Tensor) -> Tensor:
+    def _keep(self, table: dict, key: Key, value: Tensor, always: bool) -> None:
         size = value.numel() * value.element_size()
-        if self.bytes + size <= self.max_bytes:
-            table[key] = value.to(self.device, copy=True)  # a copy: a view would pin the whole batch
+        if always or self.bytes + size <= self.max_bytes:
+            table[key] = value.to(self.device, copy=True)  # a copy: a view would pin the whole chunk
             self.bytes += size
-        return value
 
-    # ------------------------------------------------------------------ scoring: whole videos
+    # ------------------------------------------------------------------ computing, by chunk
     @torch.no_grad()
-    def fill_video(self, video: int, frames: Tensor, background: Tensor | None = None) -> None:
-        """Compute and keep the labels of every frame and the flow of every consecutive pair of
-        `frames` (T, 3, H, W), `extractor.chunk` at a time; background (3, H, W) when needed."""
+    def _compute_chunk(self, video: int, k: int, keep_all: bool) -> dict[str, dict[Key, Tensor]]:
+        """Labels of frames [kC, kC + C) and flows of pairs [kC, kC + C) of `video` (each pair
+        f -> f + 1 with f + 1 < T), kept within the budget (all of them with `keep_all`)."""
         ex = self.extractor
-        check_frames(frames, "frames")
-        t = frames.shape[0]
+        c, t = ex.chunk, self.source.num_frames(video)
+        start, stop, pairs_stop = k * c, min(k * c + c, t), min(k * c + c, t - 1)
+        frames = self.source.frames(video, range(start, min(start + c + 1, t)))  # the chunk and the frame after it
+        out = {"flows": {}, "labels": {}}
+        if pairs_stop > start:
+            n = pairs_stop - start
+            for i, flow in enumerate(ex.coarse_flows(frames[:n], frames[1 : n + 1])):
+                out["flows"][(video, start + i)] = flow
+                self._keep(self.flows, (video, start + i), flow, keep_all)
+            self.computed["flows"] += n
+        if ex.labels is not None:
+            chunk = frames[: stop - start]
+            bg = self.source.background(video)
+            if ex.needs_background and bg is None:
+                raise ValueError(f"label provider {ex.labels.name!r} needs the video's background")
+            bg = None if bg is None else bg.reshape(1, 3, *chunk.shape[-2:]).expand_as(chunk)
+            for i, lab in enumerate(ex.coarse_labels(chunk, bg)):
+                out["labels"][(video, start + i)] = lab
+                self._keep(self.labels, (video, start + i), lab, keep_all)
+            self.computed["labels"] += len(chunk)
+        return out
+
+    def _chunk_kept(self, video: int, k: int) -> bool:
+        """Whether every entry of chunk k of `video` is kept."""
+        c, t = self.extractor.chunk, self.source.num_frames(video)
+        pairs = all((video, f) in self.flows for f in range(k * c, min(k * c + c, t - 1)))
+        labels = self.extractor.labels is None or all((video, f) in self.labels for f in range(k * c, min(k * c + c, t)))
+        return pairs and labels
+
+    def _entries(self, label_keys: list[Key], pair_keys: list[Key]) -> tuple[list[Tensor], list[Tensor]]:
+        """The coarse labels and flows of these keys, computing each missing one's chunk once."""
+        c = self.extractor.chunk
+        fresh: dict[str, dict[Key, Tensor]] = {"flows": {}, "labels": {}}
+        wanted = [(self.flows, "flows", k) for k in pair_keys]
+        if self.extractor.labels is not None:
+            wanted += [(self.labels, "labels", k) for k in label_keys]
+        chunks = dict.fromkeys((v, f // c) for table, name, (v, f) in wanted
+                               if (v, f) not in table and (v, f) not in fresh[name])
+        for v, k in chunks:
+            for name, entries in self._compute_chunk(v, k, keep_all=False).items():
+                fresh[name].update(entries)
+
+        def get(table, name, key):
+            return fresh[name][key] if key in fresh[name] else table[key].to(self.device)
+
+        flows = [get(self.flows, "flows", k) for k in pair_keys]
+        labels = [get(self.labels, "labels", k) for k in label_keys] if self.extractor.labels is not None else []
+        return flows, labels
+
+    # ------------------------------------------------------------------ whole videos (scoring)
+    def fill_video(self, video: int, frames: Tensor | None = None, background: Tensor | None = None) -> None:
+        """Compute and keep every frame's labels and every pair's flow of a video; with `frames`
+        (T, 3, H, W) (and `background` (3, H, W) when needed) the video is added to the source."""
+        if frames is not None:
+            self.source.add(video, frames, background)
+        t = self.source.num_frames(video)
         if t < CLIP_LEN:
             raise ValueError(f"a video needs at least {CLIP_LEN} frames, got {t}")
-        step = ex.chunk
-        for i in range(0, t - 1, step):  # pair i is (frame i, frame i + 1), i < T - 1
-            e = min(i + step, t - 1)
-            for k, flow in enumerate(ex.coarse_flows(frames[i:e], frames[i + 1 : e + 1])):
-                self.flows[(video, i + k)] = flow
-            self.computed["flows"] += e - i
-        if ex.labels is not None:
-            if ex.needs_background and background is None:
-                raise ValueError(f"label provider {ex.labels.name!r} needs the video's background")
-            for i in range(0, t, step):
-                chunk = frames[i : i + step]
-                bg = None if background is None else background.reshape(1, 3, *frames.shape[-2:]).expand_as(chunk)
-                for k, lab in enumerate(ex.coarse_labels(chunk, bg)):
-                    self.labels[(video, i + k)] = lab
-                self.computed["labels"] += len(chunk)
+        for k in range(-(-t // self.extractor.chunk)):
+            if not self._chunk_kept(video, k):
+                self._compute_chunk(video, k, keep_all=True)
 
     def video_clip_inputs(self, video: int, frames: Tensor, targets) -> ClipInputs:
-        """ClipInputs of the clips ending at `targets` (each in 4..T-1) of a filled video whose
-        frames are `frames` (T, 3, H, W): the clip of target t is frames t-4..t; nothing is computed."""
+        """ClipInputs of the clips ending at `targets` (each in 4..T-1) of a video whose frames are
+        `frames` (T, 3, H, W): the clip of target t is frames t-4..t; features from the store."""
         targets = torch.as_tensor(targets, dtype=torch.long, device=frames.device).reshape(-1)
         if targets.numel() and (targets.min() < INPUT_FRAMES or targets.max() >= frames.shape[0]):
             raise ValueError(f"targets must be in {INPUT_FRAMES}..{frames.shape[0] - 1}, got {targets.tolist()}")
         starts = [int(t) - INPUT_FRAMES for t in targets.tolist()]
         offsets = torch.arange(-INPUT_FRAMES, 0, device=frames.device)  # -4..-1
-        inputs = frames[targets[:, None] + offsets]  # (B, 4, 3, H, W)
-        flows = torch.stack([self.flows[(video, s + k)] for s in starts for k in range(INPUT_FRAMES - 1)])
-        labels = None
-        if self.extractor.labels is not None:
-            labels = torch.stack([self.labels[(video, s + k)] for s in starts for k in range(INPUT_FRAMES)])
-        return self.extractor.assemble(inputs, frames[targets], flows, labels)
+        flows, labels = self._entries([(video, s + k) for s in starts for k in range(INPUT_FRAMES)],
+                                      [(video, s + k) for s in starts for k in range(INPUT_FRAMES - 1)])
+        return self.extractor.assemble(frames[targets[:, None] + offsets], frames[targets], torch.stack(flows),
+                                       torch.stack(labels) if labels else None)
 
     def drop(self, video: int) -> None:
         """Forget a video's entries (a scored video is not needed again)."""
         for table in (self.labels, self.flows, self.preds):
             for key in [k for k in table if k[0] == video]:
+                self.bytes -= table[key].numel() * table[key].element_size()
                 del table[key]
 
-    # ------------------------------------------------------------------ training: batches
-    @torch.no_grad()
-    def clip_inputs(self, clips: Tensor, videos, targets, background: Tensor | None = None) -> ClipInputs:
-        """The generator's inputs for a training batch.
-
-        clips (B, 5, 3, H, W) on the compute device; videos, targets (B,) the batch's ClipDataset
-        coordinates; background (B, 3, H, W) when the label provider needs it. Only entries not
-        kept yet are computed, each once, from the batch's own frames (one call per network).
-        """
-        ex = self.extractor
-        b = clips.shape[0]
-        videos, targets = _coordinates(videos, targets, b)
-        # Where each needed frame / pair can be read from the batch: key -> (sample, position).
-        frame_at: dict[Key, tuple[int, int]] = {}
-        for i, (v, t) in enumerate(zip(videos, targets)):
-            for k in range(INPUT_FRAMES):
-                frame_at.setdefault((v, t - INPUT_FRAMES + k), (i, k))
-
-        # Pair (v, f) is frame f -> f + 1 of video v; every needed one has both frames in the batch.
-        pair_keys = [(v, t - INPUT_FRAMES + k) for v, t in zip(videos, targets) for k in range(INPUT_FRAMES - 1)]
-        missing = list(dict.fromkeys(k for k in pair_keys if k not in self.flows))
-        fresh: dict[Key, Tensor] = {}
-        if missing:
-            prev = torch.stack([clips[frame_at[k]] for k in missing])
-            nxt = torch.stack([clips[frame_at[(k[0], k[1] + 1)]] for k in missing])
-            for key, flow in zip(missing, ex.coarse_flows(prev, nxt)):
-                fresh[key] = self._keep(self.flows, key, flow)
-            self.computed["flows"] += len(missing)
-        flows = torch.stack([fresh[k] if k in fresh else self.flows[k].to(clips.device) for k in pair_keys])
-
-        labels = None
-        if ex.labels is not None:
-            if ex.needs_background and background is None:
-                raise ValueError(f"label provider {ex.labels.name!r} needs the clips' backgrounds")
-            missing = [key for key in frame_at if key not in self.labels]
-            fresh = {}
-            if missing:
-                frames = torch.stack([clips[frame_at[k]] for k in missing])
-                bg = None if background is None else torch.stack([background[frame_at[k][0]] for k in missing])
-                for key, lab in zip(missing, ex.coarse_labels(frames, bg)):
-                    fresh[key] = self._keep(self.labels, key, lab)
-                self.computed["labels"] += len(missing)
-            keys = [(v, t - INPUT_FRAMES + k) for v, t in zip(videos, targets) for k in range(INPUT_FRAMES)]
-            labels = torch.stack([fresh[k] if k in fresh else self.labels[k].to(clips.device) for k in keys])
-
-        return ex.assemble(clips[:, :INPUT_FRAMES], clips[:, -1], flows, labels)
-
-    @torch.no_grad()
-    def predictions(self, clips: Tensor, videos, targets, predict: Callable[[ClipInputs], Tensor],
-                    background: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(prediction, target frame) per clip for the destroyer stage; `predict` (the frozen,
-        eval-mode generator: ClipInputs -> (n, 3, H, W)) runs only on clips not kept yet."""
+    # ------------------------------------------------------------------ training batches
+    def clip_inputs(self, clips: Tensor, videos, targets) -> ClipInputs:
+        """The generator's inputs for a training batch: clips (B, 5, 3, H, W) on the compute
+        device, videos / targets (B,) their coordinates in the source."""
         videos, targets = _coordinates(videos, targets, clips.shape[0])
-        keys = list(zip(videos, targets))
-        todo = [i for i, k in enumerate(keys) if k not in self.preds]
-        fresh = {}
-        if todo:
-            idx = torch.tensor(todo, device=clips.device)
-            bg = None if background is None else background[idx]
-            inputs = self.clip_inputs(clips[idx], [videos[i] for i in todo], [targets[i] for i in todo], bg)
-            for i, pred in zip(todo, predict(inputs)):
-                fresh[keys[i]] = self._keep(self.preds, keys[i], pred)
-            self.computed["preds"] += len(todo)
-        preds = torch.stack([fresh[k] if k in fresh else self.preds[k].to(clips.device) for k in keys])
+        starts = [(v, t - INPUT_FRAMES) for v, t in zip(videos, targets)]
+        flows, labels = self._entries([(v, s + k) for v, s in starts for k in range(INPUT_FRAMES)],
+                                      [(v, s + k) for v, s in starts for k in range(INPUT_FRAMES - 1)])
+        return self.extractor.assemble(clips[:, :INPUT_FRAMES], clips[:, -1], torch.stack(flows),
+                                       torch.stack(labels) if labels else None)
+
+    @torch.no_grad()
+    def predictions(self, clips: Tensor, videos, targets, predict: Callable[[ClipInputs], Tensor]) -> tuple[Tensor, Tensor]:
+        """(prediction, target frame) per clip for the destroyer stage. `predict` (the frozen,
+        eval-mode generator: ClipInputs -> (n, 3, H, W)) runs on the canonical group of targets
+        [kP, kP + P) of each clip not kept yet, its frames read from the source."""
+        videos, targets = _coordinates(videos, targets, clips.shape[0])
+        fresh: dict[Key, Tensor] = {}
+        for v, k in dict.fromkeys((v, t // PRED_CHUNK) for v, t in zip(videos, targets) if (v, t) not in self.preds):
+            t_len = self.source.num_frames(v)
+            group = list(range(max(k * PRED_CHUNK, INPUT_FRAMES), min(k * PRED_CHUNK + PRED_CHUNK, t_len)))
+            frames = self.source.frames(v, range(group[0] - INPUT_FRAMES, group[-1] + 1))
+            local = torch.tensor(group, device=frames.device) - (group[0] - INPUT_FRAMES)
+            offsets = torch.arange(-INPUT_FRAMES, 0, device=frames.device)
+            flows, labels = self._entries([(v, t - INPUT_FRAMES + j) for t in group for j in range(INPUT_FRAMES)],
+                                          [(v, t - INPUT_FRAMES + j) for t in group for j in range(INPUT_FRAMES - 1)])
+            inputs = self.extractor.assemble(frames[local[:, None] + offsets], frames[local], torch.stack(flows),
+                                             torch.stack(labels) if labels else None)
+            for t, pred in zip(group, predict(inputs)):
+                fresh[(v, t)] = pred
+                self._keep(self.preds, (v, t), pred, always=False)
+            self.computed["preds"] += len(group)
+        preds = torch.stack([fresh[(v, t)] if (v, t) in fresh else self.preds[(v, t)].to(clips.device)
+                             for v, t in zip(videos, targets)])
         return preds, clips[:, -1]

@@ -41,7 +41,8 @@ from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAno
 from mama.features.clips import INPUT_FRAMES
 from mama.features.extractor import FeatureExtractor
 from mama.features.registry import build_extractor
-from mama.features.store import FeatureStore
+from mama.features.store import DatasetSource, FeatureStore, FrameSource
+from mama.io import check_output_folder, output_folder
 from mama.models.build import models_from_run, run_meta
 from mama.models.checkpoint import read_file, save_checkpoint
 from mama.models.destroyer import Destroyer
@@ -54,6 +55,9 @@ from mama.train import losses
 from mama.train.session import RunLog, StopRequest, rng_state, seed_everything, set_rng_state
 
 CHECKPOINT_FORMAT = "mama-run-1"
+# What a resumed run must share with the run it continues (else the weights, the data order or
+# the recorded config would not fit).
+RESUME_MUST_MATCH = ("dataset", "preset", "motion", "labels", "size", "base", "batch_size", "seed", "patch", "holdout")
 DAMAGE_RANGE = (0.05, 0.5)  # the destroyer's damage: patch rate and dropout p, each drawn in here
 FEATURE_BUDGET = 4 << 30  # bytes of training features the store keeps (cache_features)
 
@@ -107,7 +111,11 @@ class DestroyerParts:
 def generator_checkpoint(c: TrainConfig) -> dict:
     if not c.generator:
         raise MamaError("the destroyer stage needs --generator CKPT (a trained generator's final.pt or best.pt)")
-    return read_file(c.generator, "run")
+    payload = read_file(c.generator, "run")
+    if payload.get("stage") == "destroyer" or "net_a" in payload:
+        print(f"note: --generator {c.generator} is a destroyer-stage checkpoint; a new destroyer is trained on "
+              "the generator it holds (its own destroyer is not used)")
+    return payload
 
 
 def inherit_generator(c: TrainConfig, generator: dict) -> TrainConfig:
@@ -148,7 +156,7 @@ class Trainer:
 
     stage = ""
 
-    def __init__(self, cfg: TrainConfig, parts):
+    def __init__(self, cfg: TrainConfig, parts, source: FrameSource | None = None):
         self.cfg = cfg.resolved()
         self.rt: Runtime = setup_runtime(self.cfg.device)
         share_cpu(self.rt, self.cfg.num_workers)
@@ -156,14 +164,12 @@ class Trainer:
         self.parts = parts if parts is not None else self.build_parts()
         self.extractor = self.parts.extractor
         self.model_meta = self.parts.meta
-        # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
-        # frozen prediction) never change, so each is computed once (DESIGN §9).
-        self.store = FeatureStore(self.extractor, self.rt.device, FEATURE_BUDGET if self.cfg.cache_features else 0)
+        self.store = None if source is None else self._store(source)  # else: the dataset's, made by run()
         self.run_dir = Path(self.cfg.out)
         self.step = 0
         self.best: float | None = None
         self._last_saved = 0  # step of the newest latest.pt (named in the NaN message)
-        self.log = RunLog(self.run_dir, enabled=self.rt.is_main)
+        self.log: RunLog | None = None  # opened by run(), once every input has been checked
 
     # ------------------------------------------------------------------ data
     def _data(self):
@@ -174,7 +180,8 @@ class Trainer:
         held = c.holdout if len(videos) > c.holdout + 1 else 0
         self.train_videos = videos[: len(videos) - held]
         self.val_videos = videos[len(videos) - held :] or self.train_videos
-        self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size), with_background=self.extractor.needs_background)
+        self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size))
+        self.store = self._store(DatasetSource(self.dataset, self.rt.device, with_background=self.extractor.needs_background))
         # Under DDP every global batch holds distinct videos; each rank takes its share of it.
         self.sampler = VideoBalancedSampler(self.dataset, c.batch_size * self.rt.world_size, seed=c.seed)
         sampler = RankShard(self.sampler, self.rt.rank, self.rt.world_size) if self.rt.distributed else self.sampler
@@ -189,15 +196,15 @@ class Trainer:
             drop_last=True,
         )
 
-    def _batch_clips(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The batch's clips (and backgrounds, when the labels need them) on the device."""
-        dev = self.rt.device
-        bg = batch["background"].to(dev, non_blocking=True) if "background" in batch else None
-        return batch["clip"].to(dev, non_blocking=True), bg
+    def _store(self, source: FrameSource) -> FeatureStore:
+        # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
+        # frozen prediction) never change, so each is computed once (DESIGN §9), from frames the
+        # store reads itself, in canonical chunks (the same bits whatever the batch).
+        return FeatureStore(self.extractor, source, self.rt.device, FEATURE_BUDGET if self.cfg.cache_features else 0)
 
     def _batch_inputs(self, batch):
-        clip, bg = self._batch_clips(batch)
-        return self.store.clip_inputs(clip, batch["video"], batch["target"], bg)
+        clip = batch["clip"].to(self.rt.device, non_blocking=True)
+        return self.store.clip_inputs(clip, batch["video"], batch["target"])
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -214,6 +221,7 @@ class Trainer:
             "model": self.model_meta,
             "step": self.step,
             "best": self.best,
+            "world_size": self.rt.world_size,
             "rng": rng_state(),
             **self.state(),
         }
@@ -226,30 +234,59 @@ class Trainer:
             payload.update(extra)
         return save_checkpoint(self.run_dir / f"{name}.pt", payload)
 
-    def _resume(self) -> None:
+    def _resume_payload(self) -> dict:
+        """The checkpoint to resume from, checked: this stage's, the same settings, more steps to go."""
         c = self.cfg
         path = Path(c.resume) if c.resume != "latest" else self.run_dir / "latest.pt"
+        if c.resume == "latest" and not path.is_file():
+            raise MamaError(f"--resume latest: {path} does not exist (no run to continue in {self.run_dir}); "
+                            "drop --resume to start one, or give the --out of the run to continue")
         payload = read_file(path, "run")
         if payload.get("format") != CHECKPOINT_FORMAT or payload.get("stage") != self.stage:
             raise MamaError(
                 f"cannot resume the {self.stage} stage from {path}: it is a "
                 f"{payload.get('stage', 'reference-code')} checkpoint; give a {self.stage} run's latest.pt"
             )
+        saved = payload.get("config") or {}
+        for name in RESUME_MUST_MATCH:
+            if name in saved and saved[name] != getattr(c, name):
+                flag = "--" + name.replace("_", "-")
+                raise MamaError(f"{flag} {getattr(c, name)} differs from the run being resumed ({path} was trained with "
+                                f"{flag} {saved[name]}); resume with the same {flag}, or train into another --out")
+        if payload.get("world_size", 1) != self.rt.world_size:
+            raise MamaError(f"{path} was trained by {payload.get('world_size', 1)} processes, this run has "
+                            f"{self.rt.world_size}; resume with the same torchrun --nproc_per_node")
+        step = int(payload["step"])
+        if c.iters <= step:
+            raise MamaError(f"--iters {c.iters} is not above the step {step} of {path}; give --iters above {step} "
+                            "to train on")
+        return payload
+
+    def _resume(self, payload: dict) -> None:
         self.load_state(payload)
         self.step = self._last_saved = int(payload["step"])
         self.best = payload.get("best")
         set_rng_state(payload["rng"])
         # The clip order is a pure function of (seed, clips consumed): skip what was used.
-        self.sampler.resume_at(self.step * c.batch_size * self.rt.world_size)
+        self.sampler.resume_at(self.step * self.cfg.batch_size * self.rt.world_size)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> Path:
+        """Train; every input is checked before anything is written into the run folder, which
+        this run holds locked while it writes."""
         c = self.cfg
+        check_output_folder(self.run_dir)
         self._data()
-        if c.resume:
-            self._resume()
+        payload = self._resume_payload() if c.resume else None
+        with output_folder(self.run_dir, enabled=self.rt.is_main):
+            return self._run(payload)
+
+    def _run(self, payload: dict | None) -> Path:
+        c = self.cfg
+        self.log = RunLog(self.run_dir, enabled=self.rt.is_main)
+        if payload is not None:
+            self._resume(payload)
         if self.rt.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             c.save(self.run_dir / f"config_{self.stage}.json")
             if c.select_on_test:
                 print("NOTE: --select-on-test: validation and the 'best' checkpoint use TEST labels.")
@@ -391,8 +428,8 @@ class Trainer:
 class GeneratorTrainer(Trainer):
     stage = "generator"
 
-    def __init__(self, cfg: TrainConfig, parts: GeneratorParts | None = None):
-        super().__init__(cfg, parts)
+    def __init__(self, cfg: TrainConfig, parts: GeneratorParts | None = None, source: FrameSource | None = None):
+        super().__init__(cfg, parts, source)
         c, dev = self.cfg, self.rt.device
         self.net_g = self.parts.net_g.to(dev)
         self.net_d = self.parts.net_d.to(dev)
@@ -461,13 +498,13 @@ class GeneratorTrainer(Trainer):
 class DestroyerTrainer(Trainer):
     stage = "destroyer"
 
-    def __init__(self, cfg: TrainConfig, parts: DestroyerParts | None = None):
+    def __init__(self, cfg: TrainConfig, parts: DestroyerParts | None = None, source: FrameSource | None = None):
         self._generator = None
         if parts is None:
             # The generator's settings (providers, preset, frame size, width) unless given alike.
             self._generator = generator_checkpoint(cfg)
             cfg = inherit_generator(cfg, self._generator)
-        super().__init__(cfg, parts)
+        super().__init__(cfg, parts, source)
         c, dev = self.cfg, self.rt.device
         self.net_g = self.parts.net_g.to(dev).eval().requires_grad_(False)
         self.net_a = self.parts.net_a.to(dev)
@@ -506,9 +543,8 @@ class DestroyerTrainer(Trainer):
 
     def _predictions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(frozen generator's prediction, target frame) of each clip of the batch."""
-        clip, bg = self._batch_clips(batch)
-        return self.store.predictions(clip, batch["video"], batch["target"],
-                                      lambda inputs: self.g(*inputs[:3]).pred.float(), bg)
+        clip = batch["clip"].to(self.rt.device, non_blocking=True)
+        return self.store.predictions(clip, batch["video"], batch["target"], lambda inputs: self.g(*inputs[:3]).pred.float())
 
     def train_step(self, batch) -> dict[str, float]:
         c = self.cfg

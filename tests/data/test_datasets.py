@@ -341,11 +341,10 @@ def test_clip_dataset_alignment_with_frame_labels(labelled_videos):
 
 def test_clip_dataset_background(labelled_videos):
     size = (16, 24)
-    dataset = ClipDataset(labelled_videos, size=size, with_background=True)
-    item = dataset[len(dataset) - 1]
+    dataset = ClipDataset(labelled_videos, size=size)
     frames = np.stack([expected_frame(p, size) for p in labelled_videos[2].frames])
-    np.testing.assert_allclose(item["background"].numpy(), np.median(frames, axis=0), atol=1e-6)
-    assert "background" not in ClipDataset(labelled_videos, size=size)[0]
+    np.testing.assert_allclose(dataset.background(2), np.median(frames, axis=0), atol=1e-6)
+    assert set(dataset[0]) == {"clip", "video", "target"}
 
 
 def test_clip_dataset_decodes_video_file_once(tmp_path, monkeypatch):
@@ -355,10 +354,11 @@ def test_clip_dataset_decodes_video_file_once(tmp_path, monkeypatch):
     calls = []
     real_decode = ds._decode_video_file
     monkeypatch.setattr(ds, "_decode_video_file", lambda *a: calls.append(a) or real_decode(*a))
-    dataset = ClipDataset(videos, size=(16, 16), with_background=True)
+    dataset = ClipDataset(videos, size=(16, 16))
     whole = load_video_frames(videos[0], (16, 16))
     calls.clear()
     items = [dataset[i] for i in range(len(dataset))]
+    dataset.background(0)  # from the same decoded frames
     assert len(calls) == 1 and len(items) == 4
     for item in items:
         np.testing.assert_array_equal(item["clip"].numpy(), whole[item["target"] - 4 : item["target"] + 1])

@@ -16,7 +16,7 @@ from mama.features.extractor import FeatureExtractor
 from mama.features.labels import DeepLabLabels, ForegroundLabels, NoLabels
 from mama.features.motion import DISFlow, FarnebackFlow, FlowNetFlow, flownet2sd_reference_flow
 from mama.features.registry import build_extractor, build_label_provider, build_motion_provider
-from mama.features.store import FeatureStore
+from mama.features.store import FeatureStore, TensorSource
 from mama.models import flownet2
 from mama.models.deeplab import build_deeplabv3, upsample_logits
 from mama.weights import resolve_weights
@@ -289,7 +289,7 @@ def assert_each_row_once(seen: list[torch.Tensor], expected: int) -> None:
 
 
 @pytest.mark.parametrize("uses_background", [False, True])
-def test_a_batch_computes_each_frame_and_pair_once(uses_background):
+def test_a_batch_computes_each_frame_and_pair_once_in_canonical_chunks(uses_background):
     gen = torch.Generator().manual_seed(1)
     video_a = torch.rand(9, 3, 16, 20, generator=gen) * 2 - 1
     video_b = torch.rand(7, 3, 16, 20, generator=gen) * 2 - 1
@@ -299,15 +299,18 @@ def test_a_batch_computes_each_frame_and_pair_once(uses_background):
     videos = [0] * 6 + [1] * 2
     clips = torch.cat([windows(video_a, targets[:6]), windows(video_b, targets[6:])])
     backgrounds = torch.stack([bg_a] * 6 + [bg_b] * 2) if uses_background else None
+    source = TensorSource({0: video_a, 1: video_b}, {0: bg_a, 1: bg_b} if uses_background else {})
 
     motion, labels = CountingMotion(), CountingLabels(uses_background)
-    store = FeatureStore(FeatureExtractor(motion, labels, flow_scale=0.25), max_bytes=0)  # keep nothing
-    frames, flows, label_maps, target = store.clip_inputs(clips, videos, targets, backgrounds)
+    # chunks of 4: the inputs need video a's frames 0-7 (chunks 0-3, 4-7; frame 8 is only a
+    # target) and video b's 0-5 (chunks 0-3, 4-6); keep nothing
+    store = FeatureStore(FeatureExtractor(motion, labels, flow_scale=0.25, chunk=4), source, max_bytes=0)
+    frames, flows, label_maps, target = store.clip_inputs(clips, videos, targets)
 
-    # one batched call per network; each distinct frame (a: 0..7, b: 0..5) and pair once
-    assert motion.calls == 1 and labels.calls == 1
-    assert_each_row_once(motion.seen, 7 + 5)
-    assert_each_row_once(labels.seen, 8 + 6)
+    # one call per network and chunk; each frame and pair of those chunks once
+    assert motion.calls == 4 and labels.calls == 4
+    assert_each_row_once(motion.seen, 8 + 6)  # pairs a: 0-7, b: 0-5
+    assert_each_row_once(labels.seen, 8 + 7)  # frames a: 0-7, b: 0-6
 
     ref_motion, ref_labels = CountingMotion(), CountingLabels(uses_background)
     expected = naive_clip_inputs(ref_motion, ref_labels, clips, backgrounds, 0.25)
@@ -316,18 +319,38 @@ def test_a_batch_computes_each_frame_and_pair_once(uses_background):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     assert flows.shape == (8, 6, 16, 20) and label_maps.shape == (8, 20, 16, 20)
-    # Nothing was kept, so the same batch again computes again, the same.
-    again = store.clip_inputs(clips, videos, targets, backgrounds)
-    assert motion.calls == 2 and len(store) == 0
+    # Nothing was kept, so the same batch again computes again, the same bits.
+    again = store.clip_inputs(clips, videos, targets)
+    assert motion.calls == 8 and len(store) == 0
     for a, b in zip(again, (frames, flows, label_maps, target)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_an_entry_has_the_same_bits_whichever_batch_needed_it_first():
+    # Computed in canonical chunks, a frame's features do not depend on the batch that asked.
+    gen = torch.Generator().manual_seed(3)
+    video = torch.rand(21, 3, 16, 16, generator=gen) * 2 - 1
+    bg = video.median(dim=0).values
+    extractor = FeatureExtractor(DISFlow(), ForegroundLabels(), chunk=8)
+    one, two = (FeatureStore(extractor, TensorSource({0: video}, {0: bg})) for _ in range(2))
+    one.clip_inputs(windows(video, [12, 20, 6]), [0] * 3, [12, 20, 6])
+    two.clip_inputs(windows(video, [7]), [0], [7])
+    two.clip_inputs(windows(video, [15, 18, 4, 9]), [0] * 4, [15, 18, 4, 9])
+    for key in set(one.labels) & set(two.labels):
+        assert torch.equal(one.labels[key], two.labels[key]), key
+    for key in set(one.flows) & set(two.flows):
+        assert torch.equal(one.flows[key], two.flows[key]), key
+    filled = FeatureStore(extractor)
+    filled.fill_video(0, video, bg)  # scoring computes the same chunks
+    assert all(torch.equal(filled.labels[k], one.labels[k]) for k in one.labels)
 
 
 def test_assembled_channel_order_is_frame_major():
     gen = torch.Generator().manual_seed(2)
     clips = torch.rand(3, 5, 3, 8, 8, generator=gen) * 2 - 1
     motion, labels = CountingMotion(), CountingLabels(False)
-    frames, flows, label_maps, target = FeatureStore(FeatureExtractor(motion, labels)).clip_inputs(clips, [0, 1, 2], [4] * 3)
+    source = TensorSource({b: clips[b] for b in range(3)})
+    frames, flows, label_maps, target = FeatureStore(FeatureExtractor(motion, labels), source).clip_inputs(clips, [0, 1, 2], [4] * 3)
     for b in range(3):
         for i in range(4):
             torch.testing.assert_close(frames[b, 3 * i : 3 * i + 3], clips[b, i], rtol=0, atol=0)
@@ -372,7 +395,7 @@ def test_real_providers_through_the_store_match_the_naive_loop(ped2_root):
     extractor = FeatureExtractor(DISFlow(), ForegroundLabels(), chunk=3)
     clips = windows(video, [4, 5, 6, 7])
     backgrounds = background.expand(4, -1, -1, -1)
-    from_clips = FeatureStore(extractor).clip_inputs(clips, [0] * 4, [4, 5, 6, 7], backgrounds)
+    from_clips = FeatureStore(extractor, TensorSource({0: video}, {0: background})).clip_inputs(clips, [0] * 4, [4, 5, 6, 7])
     filled = FeatureStore(extractor)
     filled.fill_video(0, video, background)
     from_video = filled.video_clip_inputs(0, video, [4, 5, 6, 7])
@@ -384,7 +407,7 @@ def test_real_providers_through_the_store_match_the_naive_loop(ped2_root):
 
 def test_no_labels_give_none():
     clips = torch.rand(2, 5, 3, 8, 8) * 2 - 1
-    out = FeatureStore(FeatureExtractor(CountingMotion(), NoLabels())).clip_inputs(clips, [0, 0], [4, 4])
+    out = FeatureStore(FeatureExtractor(CountingMotion(), NoLabels()), TensorSource({0: clips[0]})).clip_inputs(clips[:1].expand(2, -1, -1, -1, -1), [0, 0], [4, 4])
     assert out.labels is None and out.flows.shape == (2, 6, 8, 8)
     store = FeatureStore(FeatureExtractor(CountingMotion(), None))
     store.fill_video(0, clips[0])

@@ -102,28 +102,33 @@ def _one_by_one(w, clips, bg):
 
 
 def test_feature_store_is_exact_and_computes_each_entry_once():
-    from mama.features.store import FeatureStore
+    from mama.features.store import FeatureStore, TensorSource
 
-    w = make_workload("light", size=64, batch=4, base=8, seed=7)
+    w = make_workload("light", size=64, batch=4, base=8, frames=12, seed=7)
     items = w.batch_items
-    # Overlapping clips of one video (targets 4 and 5 share 3 input frames and 2 pairs).
+    # Overlapping clips of one 12-frame video (targets 4 and 5 share 3 input frames and 2 pairs).
     frames = w.video[:6]
     clips = torch.stack([frames[0:5], frames[1:6]])
     bg = w.background.expand(2, -1, -1, -1)
-    store = FeatureStore(w.extractor)
-    got = store.clip_inputs(clips, [0, 0], [4, 5], bg)
+    store = FeatureStore(w.extractor, TensorSource({0: w.video}, {0: w.background}))
+    got = store.clip_inputs(clips, [0, 0], [4, 5])
     want = _one_by_one(w, clips, bg)
     for name, a, b in zip(got._fields, got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
-    assert store.computed == {"labels": 5, "flows": 4, "preds": 0}
-    # A second batch: the shared entries come from the store, only new ones are computed.
-    again = store.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
+    # The video's one canonical chunk (chunk 32 > 12 frames): every frame and pair, once.
+    assert store.computed == {"labels": 12, "flows": 11, "preds": 0}
+    again = store.clip_inputs(clips.flip(0), [0, 0], [5, 4])
+    assert store.computed == {"labels": 12, "flows": 11, "preds": 0}
+    torch.testing.assert_close(again.flows, got.flows.flip(0), rtol=0, atol=0)
+    # Training batches read their videos from the trainer's source.
+    train = FeatureStore(w.extractor, w.train_source)
+    batch = train.clip_inputs(items["clip"], items["video"], items["target"])
     want = _one_by_one(w, items["clip"], items["background"])
-    for name, a, b in zip(again._fields, again, want):
+    for name, a, b in zip(batch._fields, batch, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
-    before = dict(store.computed)
-    store.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
-    assert store.computed == before
+    before = dict(train.computed)
+    train.clip_inputs(items["clip"], items["video"], items["target"])
+    assert train.computed == before
 
     net_g = w.generator().eval()
     calls = []
@@ -132,12 +137,13 @@ def test_feature_store_is_exact_and_computes_each_entry_once():
         calls.append(inputs.frames.shape[0])
         return net_g(*inputs[:3]).pred
 
-    preds, target = store.predictions(clips, [0, 0], [4, 5], predict, bg)
-    preds2, _ = store.predictions(clips, [0, 0], [4, 5], predict, bg)
+    preds, target = store.predictions(clips, [0, 0], [4, 5], predict)
+    preds2, _ = store.predictions(clips, [0, 0], [4, 5], predict)
     with torch.no_grad():
         direct = net_g(*_one_by_one(w, clips, bg)[:3]).pred
     torch.testing.assert_close(preds, direct, rtol=1e-5, atol=1e-6)
-    assert torch.equal(preds, preds2) and torch.equal(target, clips[:, -1]) and calls == [2]
+    # One canonical group of targets (4..11 of the 12 frames), predicted once.
+    assert torch.equal(preds, preds2) and torch.equal(target, clips[:, -1]) and calls == [8]
 
 
 def test_feature_store_over_budget_still_answers_exactly():
@@ -145,8 +151,8 @@ def test_feature_store_over_budget_still_answers_exactly():
 
     w = make_workload("light", size=64, batch=4, base=8, seed=8)
     items = w.batch_items
-    store = FeatureStore(w.extractor, max_bytes=0)
-    got = store.clip_inputs(items["clip"], items["video"], items["target"], items["background"])
+    store = FeatureStore(w.extractor, w.train_source, max_bytes=0)
+    got = store.clip_inputs(items["clip"], items["video"], items["target"])
     want = _one_by_one(w, items["clip"], items["background"])
     for name, a, b in zip(got._fields, got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
@@ -158,4 +164,4 @@ def test_feature_store_needs_one_coordinate_per_clip():
 
     w = make_workload("light", size=64, batch=2, base=8, seed=9)
     with pytest.raises(ValueError, match="one \\(video, target\\) per clip: 2 clips, 1 videos"):
-        FeatureStore(w.extractor).clip_inputs(w.batch_items["clip"], [0], [4, 5], w.batch_items["background"])
+        FeatureStore(w.extractor, w.train_source).clip_inputs(w.batch_items["clip"], [0], [4, 5])
