@@ -109,7 +109,7 @@ class ReferencePipeline:
                 self.flownet.requires_grad_(False)
                 self.flownet.zero_grad(set_to_none=True)
         return {"loss/g_total": float(g_loss.detach()), "loss/intensity": float(inte.detach()), "loss/gradient": float(grad.detach()),
-                "loss/adversarial": float(adv), "loss/sim_motion": float(sim_m.mean()),
+                "loss/adversarial": float(adv.detach()), "loss/sim_motion": float(sim_m.detach().mean()),
                 "loss/sim_label": float(sim_l.mean()) if out.z4 is not None else 0.0, "loss/d": float(d_loss),
                 "train/psnr": float(losses.psnr(pred.detach(), target).mean())}
 

@@ -27,17 +27,31 @@ app.command("demo")(demo.demo)
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status.
 
-    A MamaError (a user's mistake) prints one line, `error: ...`, and returns 2: no traceback.
-    Usage errors and --help are handled by Typer as usual.
+    A user's mistake, a MamaError or a usage error (an unknown option, a value of the wrong
+    type), prints one line, `error: ...`, and returns 2: no traceback. Ctrl-C returns 130.
     """
     try:
-        app(args=argv, prog_name="mama")
+        code = app(args=argv, prog_name="mama", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except MamaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return _error(str(exc))
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except typer.TyperException as exc:  # click's usage errors (Typer vendors click)
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `mama` or `mama data` alone: the help
+            print(ctx.get_help() if ctx is not None else exc)
+            return 0
+        command = ctx.command_path if ctx is not None else "mama"
+        return _error(f"{exc.format_message()} (see `{command} --help`)")
+    return code if isinstance(code, int) else 0
+
+
+def _error(message: str) -> int:
+    print("error: " + " ".join(message.split()), file=sys.stderr)  # one line, whatever the message
+    return 2
 
 
 def cli() -> None:  # console_scripts entry point

@@ -32,7 +32,8 @@ class SplitChoice(str, Enum):
 
 
 def _check_readable(videos: list[VideoRecord], split: str, progress: Progress) -> None:
-    """Decode every frame (frame folders) or the whole file (video files) once."""
+    """Decode every frame (frame folders) or the whole file (video files) once; every frame of
+    a video must have its first frame's size (a stray frame would be stretched silently)."""
     task = progress.add_task(f"{split}: decoding", total=sum(v.num_frames for v in videos))
     for video in videos:
         if video.video_file is not None:
@@ -40,8 +41,14 @@ def _check_readable(videos: list[VideoRecord], split: str, progress: Progress) -
                 raise MamaError(f"{video.video_file}: frame count changed while checking; is the file still being written?")
             progress.advance(task, video.num_frames)
             continue
+        shape = None
         for frame in video.frames:
-            decode_image(frame)
+            h, w = decode_image(frame).shape[:2]
+            if shape is None:
+                shape = (h, w)
+            elif (h, w) != shape:
+                raise MamaError(f"{frame}: {w}x{h} pixels, but the video's first frame {video.frames[0].name} is "
+                                f"{shape[1]}x{shape[0]}; replace it with a frame of the camera's size or remove it")
             progress.advance(task)
 
 

@@ -54,4 +54,5 @@ def train(
         num_workers=num_workers, device=device, compile=compile, amp=amp, select_on_test=select_on_test,
     )
     run_dir = run(cfg)
-    typer.echo(f"{stage} run: {run_dir} (final.pt, best.pt, latest.pt, log.jsonl, tensorboard/)")
+    written = [n for n in ("final.pt", "best.pt", "latest.pt", "log.jsonl", "tensorboard") if (run_dir / n).exists()]
+    typer.echo(f"{stage} run: {run_dir} ({', '.join(written)})")

@@ -18,10 +18,15 @@ weights_app = typer.Typer(
 
 
 @weights_app.callback()
-def list_weights(ctx: typer.Context) -> None:
+def weights_main(ctx: typer.Context) -> None:
+    """List the known weight files (no subcommand), import a file, or fetch one."""
+    if ctx.invoked_subcommand is None:
+        list_weights()
+
+
+@weights_app.command("list")
+def list_weights() -> None:
     """List the known weight files, whether each is found, and where they are looked for."""
-    if ctx.invoked_subcommand is not None:
-        return
     console = Console()
     table = Table(title="known weight files")
     for column in ("name", "file", "status", "path (found, or where it goes)", "sha256 expected", "for"):

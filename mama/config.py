@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,8 +120,20 @@ class TrainConfig:
         c.patch = self.patch or c.size // PATCH_GRID
         if c.size % c.patch:
             raise MamaError(f"patch {c.patch} does not divide --size {c.size}; use a divisor of the frame size")
-        if c.iters <= 0 or c.batch_size <= 0:
-            raise MamaError("--iters and --batch-size must be positive")
+        for flag, value in (("--iters", c.iters), ("--batch-size", c.batch_size), ("--base", c.base),
+                            ("--save-interval", c.save_interval), ("--val-interval", c.val_interval),
+                            ("--calibrate-videos", c.calibrate_videos), ("--val-clips", c.val_clips)):
+            if not isinstance(value, int) or value < 1:
+                raise MamaError(f"{flag} {value} must be a positive whole number")
+        if c.num_workers < 0:
+            raise MamaError(f"--num-workers {c.num_workers} must be 0 (load in the main process) or more")
+        for flag, value in (("--lr-g", c.lr_g), ("--lr-d", c.lr_d), ("--lr-a", c.lr_a)):
+            if not (value > 0 and math.isfinite(value)):
+                raise MamaError(f"{flag} {value} must be a positive number, e.g. {flag} 1e-4")
+        if not (c.weight_decay >= 0 and math.isfinite(c.weight_decay)):
+            raise MamaError(f"weight decay {c.weight_decay} must be a number >= 0")
+        if c.holdout < 0:
+            raise MamaError(f"holdout {c.holdout} must be 0 or more videos")
         return c
 
     def to_dict(self) -> dict:

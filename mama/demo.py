@@ -30,12 +30,27 @@ class DemoOptions:
     num_workers: int = 1
 
 
+def check_options(o: DemoOptions) -> None:
+    """Refuse bad options before anything is written."""
+    from mama.errors import MamaError
+    from mama.io import check_output_folder
+
+    for flag, value in (("--generator-iters", o.generator_iters), ("--destroyer-iters", o.destroyer_iters)):
+        if value < 1:
+            raise MamaError(f"{flag} {value} must be a positive whole number")
+    if o.seed < 0:
+        raise MamaError(f"--seed {o.seed} must be 0 or more")
+    check_output_folder(o.out)
+    check_output_folder(o.data_root, "--data-root")
+
+
 def run_demo(o: DemoOptions) -> dict:
     from mama.data.synth import write_dataset
     from mama.config import EvalOptions
     from mama.evaluate.evaluate import evaluate
     from mama.train.trainer import train
 
+    check_options(o)
     t0 = time.time()
     dataset_dir = o.data_root / "synth"
     if not (dataset_dir / "synth.mat").exists():

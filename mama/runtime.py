@@ -30,11 +30,20 @@ class Runtime:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`auto` (CUDA when visible, else CPU), `cpu`, `cuda` or `cuda:N`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise MamaError(f"--device {name}: unknown device; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MamaError(f"--device {name}: no CUDA device is visible here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MamaError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices are visible; use cuda:0 .. "
+                        f"cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

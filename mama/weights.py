@@ -17,6 +17,7 @@ import hashlib
 import http.client
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +282,9 @@ def fetch_weights(name: str, url: str | None = None, timeout: float = 30.0) -> P
     partial file for the next try and raise a MamaError naming the URL and the manual way.
     """
     entry = lookup(name)
+    if url is not None and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise MamaError(f"--url {url}: only http:// and https:// downloads are fetched; for a file on disk use "
+                        "`mama weights import FILE`")
     urls = (url,) if url else entry.urls
     if not urls:
         raise MamaError(f"no download URL is known for {entry.name}; {_manual(entry)}")

@@ -35,6 +35,7 @@ from mama.evaluate.localisation import localisation, mask_dir
 from mama.evaluate.streams import video_streams
 from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator
 from mama.features.registry import build_extractor
+from mama.io import check_output_folder, output_folder
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
 from mama.runtime import pick_device
@@ -82,6 +83,7 @@ def _rows_for(name, protocol, weights, tag, streams, labels, sigma, fuse, labels
 
 
 def evaluate(opts: EvalOptions) -> dict:
+    check_output_folder(opts.out)
     payload = read_file(opts.checkpoint, "run")
     net_g, net_a, meta = models_from_run(payload, opts.checkpoint, need_destroyer=False)
     size = opts.size or meta["size"]
@@ -179,5 +181,6 @@ def evaluate(opts: EvalOptions) -> dict:
         result["localisation"] = local
     from mama.evaluate.report import write_report
 
-    write_report(opts.out, result, rows, videos, streams, labels)
+    with output_folder(opts.out):
+        write_report(opts.out, result, rows, videos, streams, labels)
     return result

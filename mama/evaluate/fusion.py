@@ -44,6 +44,8 @@ class FusionWeights:
             values = []
         if len(values) not in (3, 4):
             raise ValueError(f"--weights takes 3 or 4 comma-separated numbers (a,b,c[,d]), got {text!r}")
+        if not all(math.isfinite(v) and v >= 0 for v in values) or not any(values):
+            raise ValueError(f"--weights {text}: the weights must be finite, >= 0 and not all zero, e.g. --weights 1,1,3,1")
         return cls(*values)
 
     def without_destroyer(self) -> "FusionWeights":

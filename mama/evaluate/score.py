@@ -30,7 +30,7 @@ from mama.features.clips import INPUT_FRAMES  # noqa: E402
 from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online  # noqa: E402
 from mama.evaluate.localisation import DESTROYED  # noqa: E402
 from mama.features.registry import build_extractor  # noqa: E402
-from mama.io import atomic_path  # noqa: E402
+from mama.io import atomic_path, check_output_folder, output_folder  # noqa: E402
 from mama.models.build import models_from_run  # noqa: E402
 from mama.models.checkpoint import read_file  # noqa: E402
 from mama.runtime import pick_device  # noqa: E402
@@ -61,6 +61,9 @@ def find_events(scores: np.ndarray, threshold: float, first_frame: int = INPUT_F
 
 def score_videos(o: ScoreOptions) -> dict:
     input_path, checkpoint, out, overlay = o.input, o.checkpoint, o.out, o.overlay
+    check_output_folder(out)
+    if overlay is not None and overlay.is_dir():
+        raise MamaError(f"--overlay {overlay} is a folder; give the path of the .mp4 to write")
     payload = read_file(checkpoint, "run")
     calib = payload.get("calibration")
     if calib is None:
@@ -78,7 +81,8 @@ def score_videos(o: ScoreOptions) -> dict:
     weights = FusionWeights(**calib["weights"])
     threshold, sigma = float(calib["threshold"]), float(calib["sigma"])
     videos = make_folder_samples(input_path)
-    out.mkdir(parents=True, exist_ok=True)
+    if overlay is not None and len(videos) != 1:
+        raise MamaError(f"--overlay writes one video, but {input_path} holds {len(videos)}; score one video file or frame folder")
     results = []
     with Progress(transient=True) as bar:
         task = bar.add_task("scoring", total=len(videos))
@@ -104,6 +108,15 @@ def score_videos(o: ScoreOptions) -> dict:
         "weights": weights.as_dict(),
         "videos": [],
     }
+    with output_folder(out):
+        _write(out, summary, results, threshold)
+    if overlay is not None:
+        v, frames, bg, _, scores, _ = results[0]
+        write_overlay(overlay, scorer, frames, bg, scores, threshold)
+    return summary
+
+
+def _write(out: Path, summary: dict, results: list, threshold: float) -> None:
     names = [k for k in ("sim_motion", "sim_label", "sse", "destroyer_sse") if k in results[0][3]]
     with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -120,12 +133,6 @@ def score_videos(o: ScoreOptions) -> dict:
         tmp.write_text(json.dumps(summary, indent=1))
     for v, _, _, _, scores, events in results:
         _plot(out / f"scores_{v.name}.png", v.name, scores, threshold, events)
-    if overlay is not None:
-        if len(results) != 1:
-            raise MamaError(f"--overlay writes one video, but {input_path} holds {len(results)}; score one video file or frame folder")
-        v, frames, bg, _, scores, _ = results[0]
-        write_overlay(overlay, scorer, frames, bg, scores, threshold)
-    return summary
 
 
 def _plot(path: Path, name: str, scores: np.ndarray, threshold: float, events: list[Event]) -> None:

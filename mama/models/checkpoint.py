@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,7 +71,9 @@ def _load(path: Path, kind: str) -> object:
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise MamaError(f"{path}: unreadable safetensors file ({_one_line(exc)}); re-download or re-save it") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         message = str(exc)
         # The weights-only unpickler also fails on garbage ("Unsupported operand"): that is corruption.
@@ -82,7 +85,7 @@ def _load(path: Path, kind: str) -> object:
                 f"(it pickles objects{culprit}), e.g. torch.save(model.state_dict(), path), or as .safetensors"
             ) from None
         # Only the unpickler's own reason: torch's message goes on to suggest weights_only=False.
-        reason = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
         detail = reason.group(1).strip() if reason else type(exc).__name__
         raise MamaError(f"{path}: corrupt or not a torch checkpoint ({detail}); pass {KINDS[kind]}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:

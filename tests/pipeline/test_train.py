@@ -62,7 +62,7 @@ def test_destroyer_loss_gets_the_clean_prediction_the_damaged_one_and_the_target
         return real_loss(A, N, GT, G, BG, patch, ld)
 
     monkeypatch.setattr(trainer_mod.ops, "patch_destroy_loss", spy)
-    # 64x64 frames: a 2x2 grid of 32x32 patches, so the damage draws select some patches.
+    # 64x64 frames: the 8x8 grid of 8x8 patches, so the damage draws select some patches.
     gen = trainer_mod.train(tiny_train_config(tiny_synth, tmp_path / "g", iters=1, size=64, val_interval=100))
     t = trainer_mod.DestroyerTrainer(tiny_train_config(tiny_synth, tmp_path / "d", stage="destroyer", iters=4, size=64,
                                                        generator=str(gen / "final.pt"), val_interval=100))
