@@ -8,8 +8,8 @@ Providers:
 Inputs are synthetic moving frames (seeded), so nothing depends on a dataset on disk.
 
 Ours trains through mama.train.trainer's stages, built by their own constructor from these
-parts, with the exact feature store (mama.features.store, `TrainConfig.cache_features`) or,
-with `cache=False`, keeping nothing between steps.
+parts, with the exact feature store in memory (mama.features.store, `TrainConfig.feature_store`)
+or, with `cache=False`, keeping nothing between steps.
 """
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ class Workload:
     def config(self, stage: str, cache: bool = True) -> TrainConfig:
         return TrainConfig(stage=stage, dataset="ped2", data_root=self.run_dir, out=f"{self.run_dir}/{stage}",
                            size=self.size, base=self.base, batch_size=self.batch, iters=1, device=self.device.type,
-                           seed=self.seed, num_workers=0, compile=False, amp=False, cache_features=cache)
+                           seed=self.seed, num_workers=0, compile=False, amp=False,
+                           feature_store="memory" if cache else "off")
 
     # ------------------------------------------------------------------ models
     def generator(self) -> F2LMGenerator:

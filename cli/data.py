@@ -20,6 +20,7 @@ from mama.data.datasets import (
     make_mat_samples,
     make_samples,
 )
+from mama.config import FRAME_SIZE
 from mama.errors import MamaError
 
 app = typer.Typer(no_args_is_help=True, help="Check datasets and write the synthetic one.")
@@ -89,6 +90,39 @@ def verify(
     table.add_row("total", f"{total_videos} videos", str(total_frames), str(total_abnormal), "")
     console.print(table)
     console.print(f"ok: {total_videos} videos, {total_frames} frames, every frame decodes")
+
+
+@app.command()
+def prepare(
+    dataset: str = typer.Option(..., "--dataset", help=f"one of: {', '.join(KNOWN_DATASETS)}"),
+    data_root: Path = typer.Option(..., "--data-root", help="folder holding <dataset>/ (for `folder`: the video file or folder itself)"),
+    size: int = typer.Option(FRAME_SIZE, "--size", help="the frame size training and scoring will read"),
+    split: SplitChoice = typer.Option(SplitChoice.both, "--split", help="which split to prepare"),
+) -> None:
+    """Decode each video file once into uint8 frames at SIZE x SIZE on disk ($MAMA_CACHE/frames),
+    which training and evaluation then read a few frames at a time (never a whole video in
+    memory). Frame folders are read as they are. Training prepares what it needs by itself;
+    this does it ahead of time and says what it costs on disk."""
+    from mama.data.datasets import prepare_video
+
+    if size < 8:
+        raise MamaError(f"--size {size} must be 8 or more")
+    splits = ("folder",) if dataset == "folder" else (SPLITS if split is SplitChoice.both else (split.value,))
+    files = [v for name in splits for v in make_samples(dataset, data_root, name) if v.video_file is not None]
+    total_bytes = total_frames = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("preparing", total=len(files))
+        for video in files:
+            path = prepare_video(video, (size, size))
+            total_bytes += path.stat().st_size
+            total_frames += video.num_frames
+            progress.advance(task)
+    if not files:
+        print(f"nothing to prepare: the videos of {dataset} at {data_root} are frame folders, read as they are")
+        return
+    print(f"prepared {len(files)} video files, {total_frames} frames at {size}x{size}: {total_bytes / 2**20:.1f} MiB on disk "
+          f"({total_bytes / total_frames * 1000 / 2**20:.1f} MiB per 1000 frames)")
 
 
 @app.command()

@@ -45,8 +45,9 @@ def evaluate(
                              protocols=protocols, weights=w, fit_weights=fit_weights, oracle=oracle,
                              sigma=sigma, batch_size=batch_size, device=device, motion_weights=motion_weights,
                              label_weights=label_weights))
-    print_table(result)
-    typer.echo(f"report: {out / 'report.html'}")
+    if result:  # under torchrun only rank 0 reports
+        print_table(result)
+        typer.echo(f"report: {out / 'report.html'}")
 
 
 def print_table(result: dict) -> None:

@@ -31,6 +31,7 @@ DATASET_HPARAMS = {
 DEFAULT_HPARAMS = DATASET_HPARAMS["ped2"]
 
 BATCHNORM_MODES = ("eval-after-validation", "train")
+FEATURE_STORES = ("disk", "memory", "off")
 PRESETS = {
     "paper": {"motion": "flownet2sd", "labels": "deeplabv3", "compile": False, "amp": False,
               "batchnorm": "eval-after-validation", "holdout": 0},
@@ -86,7 +87,10 @@ class TrainConfig:
     holdout: int | None = None  # training videos kept for validation and calibration; None: the preset's
     select_on_test: bool = False
     calibrate_videos: int = 4  # training videos scored at the end to calibrate `mama score`
-    cache_features: bool = True  # exact cache of training labels/flow (+ destroyer predictions)
+    # Training features (labels, flow; the destroyer's frozen predictions in memory): "disk" keeps
+    # them in shards under $MAMA_CACHE/features for later runs as well, "memory" for this run only,
+    # "off" computes what each batch needs (FEATURE_STORES; mama.features.store).
+    feature_store: str = "disk"
 
     def resolved(self) -> "TrainConfig":
         """Fill every None from the dataset's reference hyper-parameters and the preset."""
@@ -134,6 +138,8 @@ class TrainConfig:
             raise MamaError(f"weight decay {c.weight_decay} must be a number >= 0")
         if c.holdout < 0:
             raise MamaError(f"holdout {c.holdout} must be 0 or more videos")
+        if c.feature_store not in FEATURE_STORES:
+            raise MamaError(f"unknown --feature-store {c.feature_store!r}; use one of {', '.join(FEATURE_STORES)}")
         return c
 
     def to_dict(self) -> dict:
@@ -150,6 +156,7 @@ class TrainConfig:
 
 
 PROTOCOLS = ("paper", "clean", "online")  # mama.evaluate.evaluate
+SCORE_BATCH = 32  # frames per scoring chunk (features, then the clips ending in it); a score waits at most this + 1
 
 
 @dataclass
@@ -165,7 +172,7 @@ class EvalOptions:
     fit_weights: bool = False
     oracle: bool = False
     sigma: float = 10.0  # the reference's smoothing of offline scores (0: none)
-    batch_size: int = 16
+    batch_size: int = SCORE_BATCH
     device: str = "auto"
     size: int | None = None  # None: the checkpoint's frame size
     motion_weights: Path | None = None  # None: the weights dir / torch hub cache
@@ -176,11 +183,12 @@ class EvalOptions:
 class ScoreOptions:
     """`mama score`'s settings (mama.evaluate.score)."""
 
-    input: Path  # a video file, a folder of frames or a folder of videos
+    input: Path | str | None  # a video file, a folder of frames, a folder of videos, or a URL
     checkpoint: Path
     out: Path
+    camera: int | None = None  # a camera index instead of `input`
     overlay: Path | None = None  # also write an mp4 with the score and the damaged regions
     device: str = "auto"
-    batch_size: int = 16
+    batch_size: int = SCORE_BATCH
     motion_weights: Path | None = None  # None: the weights dir / torch hub cache
     label_weights: Path | None = None

@@ -16,6 +16,13 @@ TEMP_MARK = ".tmp"  # in the name of every temporary atomic_path makes: .<name>.
 LOCK_NAME = ".lock"
 
 
+def cache_dir() -> Path:
+    """Where mama keeps what it can recompute (prepared frames, features): `$MAMA_CACHE`, else
+    ~/.cache/mama."""
+    env = os.environ.get("MAMA_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mama"
+
+
 def _out_of_space(exc: BaseException, folder: Path) -> bool:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True

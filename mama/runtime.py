@@ -1,8 +1,10 @@
-"""Where a process runs: the device, and the torchrun process group (one process per GPU,
-or per CPU with gloo). Training and evaluation both run under torchrun."""
+"""Where a process runs: the device, the torchrun process group (one process per GPU, or per
+CPU with gloo; training and evaluation both run under torchrun), and clean stops on
+SIGINT/SIGTERM (StopRequest: a long loop finishes what it holds, then stops)."""
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -74,3 +76,27 @@ def share_cpu(rt: Runtime, num_workers: int) -> None:
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, cores // rt.world_size - num_workers))
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag that a loop checks between units of work (a training step, a
+    frame); a second signal raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import torch
 # Triton kernels run on CPU under the interpreter; this must be set before triton.jit runs.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# What runs keep for later (the feature store's shards, prepared frames) goes to a folder of this
+# session, never to the user's ~/.cache/mama; subprocesses inherit it.
+os.environ["MAMA_CACHE"] = tempfile.mkdtemp(prefix="mama-test-cache-")
 
 SHARED = Path(os.environ.get("MAMA_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 PED2 = SHARED / "datasets" / "ped2"

@@ -39,6 +39,8 @@ Frame files are sorted naturally (2.jpg before 10.jpg).
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,7 +327,8 @@ def label_intervals(labels: np.ndarray) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------
 # Reading frames (as the reference code: OpenCV BGR, resized, [-1, 1], CHW)
 # ---------------------------------------------------------------------------------------
-def _to_model_range(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def frame_to_model_range(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A decoded uint8 BGR image (H0, W0, 3) -> float32 (3, H, W) in [-1, 1], resized as the reference."""
     height, width = size
     resized = cv2.resize(image_bgr, (width, height))  # cv2 wants (W, H); bilinear as the reference
     return (resized.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
@@ -350,7 +353,7 @@ def decode_image(path: str | Path) -> np.ndarray:
 
 def read_frame(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
     """One frame as float32 (3, H, W), BGR, scaled to [-1, 1]."""
-    return _to_model_range(decode_image(path), size)
+    return frame_to_model_range(decode_image(path), size)
 
 
 def _decode_video_file(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -361,12 +364,106 @@ def _decode_video_file(path: Path, size: tuple[int, int]) -> np.ndarray:
             ok, image = capture.read()
             if not ok:
                 break
-            frames.append(_to_model_range(image, size))
+            frames.append(frame_to_model_range(image, size))
     finally:
         capture.release()
     if not frames:
         raise MamaError(f"{path}: cannot read this video file; re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4) or pass a folder of frames")
     return np.stack(frames)
+
+
+def iter_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE):
+    """The frames of a video one at a time, float32 (3, H, W) BGR in [-1, 1], decoded as they
+    are read (a video file is never held whole)."""
+    if video.video_file is None:
+        for path in video.frames:
+            yield read_frame(path, size)
+        return
+    capture = cv2.VideoCapture(str(video.video_file))
+    try:
+        count = 0
+        while capture.isOpened():
+            ok, image = capture.read()
+            if not ok:
+                break
+            count += 1
+            yield frame_to_model_range(image, size)
+    finally:
+        capture.release()
+    if count != video.num_frames:
+        raise MamaError(f"{video.video_file}: decoded {count} frames, listed {video.num_frames}; the file changed, list the dataset again")
+
+
+# ---------------------------------------------------------------------------------------
+# Prepared frames: a video file decoded once into uint8 frames at the training size
+# ---------------------------------------------------------------------------------------
+def prepared_path(video: VideoRecord, size: tuple[int, int]) -> Path:
+    """Where a video file's prepared frames live: $MAMA_CACHE/frames/<name>-<digest>-<H>x<W>.npy."""
+    from mama.io import cache_dir
+
+    source = Path(video.source).resolve()
+    st = source.stat()
+    digest = hashlib.sha1(f"{source}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "frames" / f"{video.name}-{digest}-{size[0]}x{size[1]}.npy"
+
+
+def prepare_video(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> Path:
+    """Decode a video file once, frame by frame, into (T, H, W, 3) uint8 BGR frames resized as
+    the reader resizes them, written atomically as .npy; returns its path (kept if it exists)."""
+    from mama.io import atomic_path
+
+    path = prepared_path(video, size)
+    if path.is_file():
+        return path
+    height, width = size
+    with atomic_path(path, suffix=".npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(video.num_frames, height, width, 3))
+        capture = cv2.VideoCapture(str(video.video_file))
+        count = 0
+        try:
+            while count < video.num_frames:
+                ok, image = capture.read()
+                if not ok:
+                    break
+                out[count] = cv2.resize(image, (width, height))  # as _to_model_range resizes
+                count += 1
+        finally:
+            capture.release()
+        out.flush()
+        del out
+        if count != video.num_frames:
+            raise MamaError(f"{video.video_file}: decoded {count} frames, listed {video.num_frames}; the file changed, list the dataset again")
+    return path
+
+
+class PreparedFrames:
+    """Read frames of a prepared .npy by offset (os.pread): nothing is mapped or kept, so
+    memory does not grow with the video's length however much of it is read."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or dtype != np.uint8 or len(shape) != 4:
+            raise MamaError(f"{path}: not prepared frames (uint8 (T, H, W, 3)); delete it and it is prepared again")
+        self.path, self.shape = path, shape
+        self.frame_bytes = int(np.prod(shape[1:]))
+        self._fd = None
+
+    def __getstate__(self):  # DataLoader workers open their own descriptor
+        return {**self.__dict__, "_fd": None}
+
+    def read(self, indices) -> np.ndarray:
+        """float32 (N, 3, H, W) BGR in [-1, 1] of frames `indices`."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        out = np.empty((len(indices), *self.shape[1:]), np.uint8)
+        for j, i in enumerate(indices):
+            out[j] = np.frombuffer(os.pread(self._fd, self.frame_bytes, self.offset + int(i) * self.frame_bytes),
+                                   np.uint8).reshape(self.shape[1:])
+        return (out.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
 
 
 def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
@@ -380,10 +477,11 @@ def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) 
 
 
 def read_video_frames(video: VideoRecord, indices, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
-    """Frames `indices` of a video as float32 (N, 3, H, W); a frame folder reads only those files."""
+    """Frames `indices` of a video as float32 (N, 3, H, W): a frame folder reads only those
+    files, a video file its prepared frames (prepare_video, done once)."""
     indices = np.asarray(indices, dtype=np.int64)
     if video.video_file is not None:
-        return load_video_frames(video, size)[indices]
+        return PreparedFrames(prepare_video(video, size)).read(indices)
     return np.stack([read_frame(video.frames[i], size) for i in indices])
 
 
@@ -408,8 +506,8 @@ class ClipDataset(Dataset):
     index of the clip's last frame in its video}; `frames(video, indices)` and
     `background(video)` read any frames and a video's median background.
     The first clip of a video targets frame clip_len - 1, so a video of T frames gives
-    T - clip_len + 1 clips. Frame folders are read on demand; video files are decoded once
-    and kept at the target size.
+    T - clip_len + 1 clips. Frame folders are read on demand; a video file is decoded once into
+    prepared uint8 frames on disk (prepare_video) and read from there, never held whole.
     """
 
     def __init__(self, videos: list[VideoRecord], size: tuple[int, int] = DEFAULT_SIZE, clip_len: int = CLIP_LEN):
@@ -425,7 +523,7 @@ class ClipDataset(Dataset):
         self.clip_len = clip_len
         self.clips_per_video = np.array([v.num_frames - clip_len + 1 for v in self.videos])
         self._starts = np.concatenate([[0], np.cumsum(self.clips_per_video)])  # first clip index of each video
-        self._decoded: dict[int, np.ndarray] = {}  # video index -> (T, 3, H, W), video files only
+        self._prepared: dict[int, PreparedFrames] = {}  # video index -> its prepared frames, video files only
         self._backgrounds: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -449,9 +547,9 @@ class ClipDataset(Dataset):
         """Frames `indices` of video `video`, float32 (N, 3, H, W) at the dataset's size."""
         record = self.videos[video]
         if record.video_file is not None:
-            if video not in self._decoded:
-                self._decoded[video] = load_video_frames(record, self.size)
-            return self._decoded[video][np.asarray(indices)]
+            if video not in self._prepared:
+                self._prepared[video] = PreparedFrames(prepare_video(record, self.size))
+            return self._prepared[video].read(list(indices))
         return np.stack([read_frame(record.frames[i], self.size) for i in indices])
 
     def background(self, video: int) -> np.ndarray:

@@ -1,9 +1,13 @@
-"""Scoring: per-frame score streams of a whole video, each frame's features computed once.
+"""Scoring: per-frame score streams of a video, live or on disk, each frame's features once.
 
 For a video of T frames the generator predicts frames 4..T-1 (0-based) from the 4 before.
-Each frame's labels and each consecutive pair's flow are computed exactly once (a
-FeatureStore filled with the video), then clips are assembled from the store and run through
-the generator (and destroyer) in batches.
+Frames go through one pipeline whether they come from a file, a camera or memory
+(`StreamScorer`): they are taken in chunks of `batch_size` frames; when a chunk and the frame
+after it are in, the chunk's labels and pair flows are computed (once, a FeatureStore keeps
+them) and the clips whose targets lie in the chunk run through the generator (and destroyer)
+as one batch. Memory holds a chunk's worth of frames and features, whatever the length; a
+frame's score comes out at most a chunk + 1 frames after it. Scoring a whole video
+(`video_streams`) is the same pipeline fed from memory, so the two give the same bits.
 
 On CPU the networks run as inference copies (mama.models.inference: BatchNorm folded,
 channels_last, Winograd 3x3 convolutions) made once when the Scorer is built, so the models
@@ -12,17 +16,21 @@ the models as they are (`True` forces copies).
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from mama.features.clips import INPUT_FRAMES
+from mama.config import SCORE_BATCH
+from mama.features.clips import INPUT_FRAMES, ClipInputs
 from mama.features.extractor import FeatureExtractor
 from mama.features.store import FeatureStore
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import TRIPLET_MARGIN, bottleneck_sims, frame_sse
+
 
 
 @dataclass
@@ -31,13 +39,15 @@ class Scorer:
     extractor: FeatureExtractor
     destroyer: nn.Module | None = None
     device: torch.device = torch.device("cpu")
-    batch_size: int = 16
+    batch_size: int = SCORE_BATCH  # frames per chunk: features, then the clips ending in it
     margin: float = TRIPLET_MARGIN
     amp: bool = False  # bf16 autocast (CUDA)
     optimize: bool | None = None  # inference copies (module docstring); None: on CPU only
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.optimize is None:
             self.optimize = copies_pay(self.device)
         if self.optimize:
@@ -45,32 +55,45 @@ class Scorer:
             if self.destroyer is not None:
                 self.destroyer = prepare_for_inference(self.destroyer, self.device)
             self.extractor = self.extractor.inference_copy(self.device)
+        if self.extractor.chunk != self.batch_size:
+            self.extractor = copy.copy(self.extractor)
+            self.extractor.chunk = self.batch_size
 
-    def _video(self, frames, background) -> tuple[torch.Tensor, FeatureStore]:
-        """The frames on the device and a store filled with their features (video 0)."""
-        frames = torch.as_tensor(frames, dtype=torch.float32)
-        if frames.shape[0] <= INPUT_FRAMES:
-            raise ValueError(f"a video needs more than {INPUT_FRAMES} frames to be scored, got {frames.shape[0]}")
-        frames = frames.to(self.device)
+    @property
+    def stream_names(self) -> list[str]:
+        """The streams `clip_streams` gives, in their order of report."""
+        return ["sim_motion", *(["sim_label"] if self.extractor.labels is not None else []), "sse",
+                *(["destroyer_sse"] if self.destroyer is not None else [])]
+
+    def stream(self, background=None) -> "StreamScorer":
+        """A scorer for one video whose frames arrive one at a time."""
         bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
-        store = FeatureStore(self.extractor, device=self.device)
-        store.fill_video(0, frames, bg)
-        return frames, store
-
-    def _targets(self, frames: torch.Tensor):
-        return torch.arange(INPUT_FRAMES, frames.shape[0], device=self.device).split(self.batch_size)
+        return StreamScorer(self, bg)
 
     @torch.inference_mode()
     def video_streams(self, frames: np.ndarray | torch.Tensor, background=None) -> dict[str, np.ndarray]:
         """Streams (sim_motion, sim_label, sse[, destroyer_sse]) for targets 4..T-1 of one video."""
-        frames, store = self._video(frames, background)
-        return self.stored_streams(store, 0, frames)
+        frames = torch.as_tensor(frames, dtype=torch.float32)
+        if frames.shape[0] <= INPUT_FRAMES:
+            raise ValueError(f"a video needs more than {INPUT_FRAMES} frames to be scored, got {frames.shape[0]}")
+        return self.frame_streams(frames, background)
+
+    @torch.inference_mode()
+    def frame_streams(self, frames: Iterable[torch.Tensor], background=None) -> dict[str, np.ndarray]:
+        """The streams of a video whose frames (3, H, W) come one at a time (from a file, say)."""
+        out: dict[str, list[np.ndarray]] = {}
+        for _, inputs in self.stream(background).batches(frames):
+            for k, v in self.clip_streams(*inputs).items():
+                out.setdefault(k, []).append(v)
+        if not out:
+            raise ValueError(f"a video needs more than {INPUT_FRAMES} frames to be scored")
+        return {k: np.concatenate(v) for k, v in out.items()}
 
     @torch.inference_mode()
     def stored_streams(self, store: FeatureStore, video: int, frames: torch.Tensor) -> dict[str, np.ndarray]:
         """Streams for targets 4..T-1 of a video whose features `store` holds: only the networks run."""
         out: dict[str, list[np.ndarray]] = {}
-        for chunk in self._targets(frames):
+        for chunk in torch.arange(INPUT_FRAMES, frames.shape[0], device=self.device).split(self.batch_size):
             for k, v in self.clip_streams(*store.video_clip_inputs(video, frames, chunk)).items():
                 out.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in out.items()}
@@ -101,11 +124,88 @@ class Scorer:
         """Per-pixel maps, batch by batch, for targets 4..T-1 of one video: yields (targets,
         error, damage), error = the generator's |prediction - frame| and damage = the destroyer's
         |destroyed - prediction|, each (B, H, W) float32 (max over channels, [-1, 1] units)."""
-        frames, store = self._video(frames, background)
-        for chunk in self._targets(frames):
-            x, flows, labels, target = store.video_clip_inputs(0, frames, chunk)
+        for targets, (x, flows, labels, target) in self.stream(background).batches(torch.as_tensor(frames, dtype=torch.float32)):
             pred, destroyed = self.destroyed(x, flows, labels)
-            yield chunk.tolist(), pixel_difference(pred, target), pixel_difference(destroyed, pred)
+            yield targets, pixel_difference(pred, target), pixel_difference(destroyed, pred)
+
+
+class _Ring:
+    """The recent frames of a stream (a FeatureStore source for video 0): frame i stays until
+    `forget_before` passes it, so memory holds about a chunk whatever the stream's length."""
+
+    def __init__(self, background: torch.Tensor | None):
+        self.kept: dict[int, torch.Tensor] = {}
+        self.count = 0  # frames seen
+        self.bg = background
+
+    def add(self, frame: torch.Tensor) -> None:
+        self.kept[self.count] = frame
+        self.count += 1
+
+    def forget_before(self, index: int) -> None:
+        for i in [i for i in self.kept if i < index]:
+            del self.kept[i]
+
+    def num_frames(self, video: int) -> int:
+        return self.count
+
+    def frames(self, video: int, indices: range) -> torch.Tensor:
+        return torch.stack([self.kept[i] for i in indices])
+
+    def background(self, video: int) -> torch.Tensor | None:
+        return self.bg
+
+
+class StreamScorer:
+    """One video's frames in, (targets, ClipInputs) batches out, as soon as each is complete.
+
+    Chunk k is frames [kB, kB + B) (B = the scorer's batch_size); once frame kB + B has arrived
+    (or the stream ended) the chunk's features are computed and the clips with targets in the
+    chunk are assembled: targets [max(4, kB), kB + B)."""
+
+    def __init__(self, scorer: Scorer, background: torch.Tensor | None):
+        self.scorer = scorer
+        self.ring = _Ring(background)
+        self.store = FeatureStore(scorer.extractor, self.ring, scorer.device)
+        self.next_chunk = 0
+
+    def _batch(self, stop: int) -> tuple[list[int], ClipInputs] | None:
+        """Assemble the clips of targets [max(4, kB), stop) of the next chunk k, then let go of
+        what no later clip needs."""
+        b, k = self.scorer.batch_size, self.next_chunk
+        targets = list(range(max(INPUT_FRAMES, k * b), stop))
+        self.next_chunk += 1
+        if not targets:
+            return None
+        clips = torch.stack([self.ring.frames(0, range(t - INPUT_FRAMES, t + 1)) for t in targets])
+        inputs = self.store.clip_inputs(clips, [0] * len(targets), targets)
+        keep_from = (k + 1) * b - INPUT_FRAMES  # the next chunk's first clip starts here
+        self.ring.forget_before(keep_from)
+        self.store.forget_before(0, keep_from)
+        return targets, inputs
+
+    def push(self, frame: torch.Tensor) -> tuple[list[int], ClipInputs] | None:
+        """Add the next frame (3, H, W) [-1, 1]; returns the batch it completes, if any."""
+        self.ring.add(torch.as_tensor(frame, dtype=torch.float32).to(self.scorer.device))
+        b = self.scorer.batch_size
+        if self.ring.count >= (self.next_chunk + 1) * b + 1:  # chunk k and the frame after it
+            return self._batch((self.next_chunk + 1) * b)
+        return None
+
+    def finish(self) -> Iterator[tuple[list[int], ClipInputs]]:
+        """The batches left when the stream ends (its last, shorter chunk)."""
+        while self.next_chunk * self.scorer.batch_size < self.ring.count:
+            batch = self._batch(min((self.next_chunk + 1) * self.scorer.batch_size, self.ring.count))
+            if batch is not None:
+                yield batch
+
+    def batches(self, frames: Iterable[torch.Tensor]) -> Iterator[tuple[list[int], ClipInputs]]:
+        """Every batch of a stream of frames, as each becomes complete."""
+        for frame in frames:
+            batch = self.push(frame)
+            if batch is not None:
+                yield batch
+        yield from self.finish()
 
 
 def pixel_difference(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:

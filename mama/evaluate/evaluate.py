@@ -32,13 +32,13 @@ from mama.evaluate.fusion import (
     search_weights,
 )
 from mama.evaluate.localisation import localisation, mask_dir
-from mama.evaluate.streams import video_streams
+from mama.evaluate.streams import sharded_video_streams
 from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator
 from mama.features.registry import build_extractor
 from mama.io import check_output_folder, output_folder
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
-from mama.runtime import pick_device
+from mama.runtime import setup_runtime, teardown_runtime
 
 
 
@@ -87,7 +87,8 @@ def evaluate(opts: EvalOptions) -> dict:
     payload = read_file(opts.checkpoint, "run")
     net_g, net_a, meta = models_from_run(payload, opts.checkpoint, need_destroyer=False)
     size = opts.size or meta["size"]
-    device = pick_device(opts.device)
+    rt = setup_runtime(opts.device)  # under torchrun the test videos are shared out between ranks
+    device = rt.device
     extractor = build_extractor(meta["motion"], meta["labels"], device, opts.motion_weights, opts.label_weights)
     net_g.to(device).eval()
     if net_a is not None:
@@ -107,9 +108,22 @@ def evaluate(opts: EvalOptions) -> dict:
             f"(the first {INPUT_FRAMES} frames of each video are never scored); frame-level AUC needs both kinds"
         )
     scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size)
-    streams = video_streams(scorer, videos, size, description="test videos")
+    streams = sharded_video_streams(rt, scorer, videos, size, description="test videos")
     calib = payload.get("calibration")
     selected_on_test = bool(payload.get("config", {}).get("select_on_test", False))
+    if "online" in opts.protocols and calib is None:
+        raise MamaError(
+            f"{opts.checkpoint} has no calibration (a reference-code checkpoint?); the online protocol "
+            "needs one: run `mama eval --protocol paper` or `--protocol clean`, or calibrate by training with mama"
+        )
+    on_streams = streams
+    if "online" in opts.protocols and extractor.needs_background:  # scored against the scene's background
+        bg = calib.get("background")
+        bg = bg.numpy() if bg is not None else scene_background(make_samples(opts.dataset, Path(opts.data_root), "training"), size)
+        on_streams = sharded_video_streams(rt, scorer, videos, size, background=bg, description="online pass")
+    if not rt.is_main:
+        teardown_runtime(rt)
+        return {}
 
     variants = [("generator", False)] + ([("generator+destroyer", True)] if net_a is not None else [])
     base_weights = opts.weights or DEFAULT_WEIGHTS
@@ -144,18 +158,7 @@ def evaluate(opts: EvalOptions) -> dict:
             else:
                 rows += _rows_for(name, "clean", w, tag, streams, labels, opts.sigma, fuse_offline, False)
         if "online" in opts.protocols:
-            if calib is None:
-                raise MamaError(
-                    f"{opts.checkpoint} has no calibration (a reference-code checkpoint?); the online protocol "
-                    "needs one: run `mama eval --protocol paper` or `--protocol clean`, or calibrate by training with mama"
-                )
             stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
-            on_streams = streams
-            if extractor.needs_background:
-                bg = calib.get("background")
-                bg = bg.numpy() if bg is not None else scene_background(
-                    make_samples(opts.dataset, Path(opts.data_root), "training"), size)
-                on_streams = video_streams(scorer, videos, size, background=bg, description="online pass")
             wo = effective_weights(w, {k: 0 for k in stats.mean})
             sigma = calib.get("sigma", 3.0)
             rows += _rows_for(name, "online", wo, tag, on_streams, labels, sigma,
@@ -183,4 +186,5 @@ def evaluate(opts: EvalOptions) -> dict:
 
     with output_folder(opts.out):
         write_report(opts.out, result, rows, videos, streams, labels)
+    teardown_runtime(rt)
     return result

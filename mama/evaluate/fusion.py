@@ -12,6 +12,7 @@ Two normalisations:
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 from dataclasses import dataclass
@@ -81,16 +82,28 @@ def minmax(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / span if span > 0 else np.zeros_like(x)
 
 
+class CausalSmoother:
+    """The past half of a Gaussian (weights renormalised over the values seen): push one value,
+    get its smoothed value; nothing later than it is used. `causal_gaussian` is this over an array."""
+
+    def __init__(self, sigma: float):
+        radius = int(math.ceil(3 * sigma)) if sigma > 0 else 0
+        self.kernel = np.exp(-0.5 * (np.arange(radius + 1) / sigma) ** 2) if sigma > 0 else np.ones(1)  # k[j] weighs x[t - j]
+        self.past: collections.deque[float] = collections.deque(maxlen=radius + 1)
+
+    def push(self, x: float) -> float:
+        self.past.appendleft(float(x))
+        k = self.kernel[: len(self.past)]
+        return float(np.dot(k, np.fromiter(self.past, np.float64, len(self.past))) / k.sum())
+
+
 def causal_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     """Smooth with the past half of a Gaussian (weights renormalised): no look-ahead."""
     x = np.asarray(x, dtype=np.float64)
     if sigma <= 0 or x.size == 0:
         return x.copy()
-    radius = int(math.ceil(3 * sigma))
-    w = np.exp(-0.5 * (np.arange(radius + 1) / sigma) ** 2)  # w[k] weighs x[t - k]
-    num = np.convolve(x, w)[: x.size]
-    den = np.convolve(np.ones_like(x), w)[: x.size]
-    return num / den
+    smoother = CausalSmoother(sigma)
+    return np.array([smoother.push(v) for v in x])
 
 
 def _weighted(streams: dict[str, np.ndarray], weights: FusionWeights, norm) -> np.ndarray:
@@ -133,17 +146,32 @@ class StreamStats:
         return {"mean": self.mean, "std": self.std}
 
 
-def fuse_online(
-    streams: dict[str, np.ndarray], weights: FusionWeights, stats: StreamStats, sigma: float = 0.0
-) -> np.ndarray:
-    """Causal fusion: z-scores from training statistics, weights, causal smoothing."""
-
+def _online_norm(stats: StreamStats):
     def norm(name: str, x: np.ndarray) -> np.ndarray:
         if name not in stats.mean:
             raise ValueError(f"no training statistics for stream {name}; recalibrate the checkpoint")
         return (x - stats.mean[name]) / stats.std[name]
 
-    return causal_gaussian(_weighted(streams, weights, norm), sigma)
+    return norm
+
+
+def fuse_online(
+    streams: dict[str, np.ndarray], weights: FusionWeights, stats: StreamStats, sigma: float = 0.0
+) -> np.ndarray:
+    """Causal fusion: z-scores from training statistics, weights, causal smoothing."""
+    return causal_gaussian(_weighted(streams, weights, _online_norm(stats)), sigma)
+
+
+class OnlineFusion:
+    """`fuse_online` a frame at a time, the same numbers: push a frame's streams, get its score."""
+
+    def __init__(self, weights: FusionWeights, stats: StreamStats, sigma: float = 0.0):
+        self.weights, self.norm = weights, _online_norm(stats)
+        self.smoother = CausalSmoother(sigma)
+
+    def push(self, streams: dict[str, float]) -> float:
+        one = {k: np.asarray([v], dtype=np.float64) for k, v in streams.items()}
+        return self.smoother.push(_weighted(one, self.weights, self.norm)[0])
 
 
 def oracle_grid(with_destroyer: bool) -> list[FusionWeights]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 from rich.progress import Progress
 
-from mama.data.datasets import VideoRecord, load_video_frames, video_background
+import itertools
+
+import torch
+
+from mama.data.datasets import VideoRecord, background_indices, iter_video_frames, read_video_frames, video_background
 from mama.evaluate.engine import Scorer
 from mama.features.clips import INPUT_FRAMES
 
@@ -19,18 +23,36 @@ def video_streams(
     description: str = "scoring",
     max_frames: int | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Streams of every video. `background`: a fixed camera background (online protocol);
-    None means each video's own median background (offline) when the labels need one."""
+    """Streams of every video, its frames read as they are scored. `background`: a fixed camera
+    background (online protocol); None means each video's own median background (offline) when
+    the labels need one (read first, from <= 64 evenly spaced frames)."""
     out = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=len(videos))
         for v in videos:
-            frames = load_video_frames(v, (size, size))
-            if max_frames is not None:
-                frames = frames[: max_frames + INPUT_FRAMES]
+            count = v.num_frames if max_frames is None else min(v.num_frames, max_frames + INPUT_FRAMES)
             bg = None
             if scorer.extractor.needs_background:
-                bg = background if background is not None else video_background(frames)
-            out.append(scorer.video_streams(frames, bg))
+                bg = background if background is not None else video_background(
+                    read_video_frames(v, background_indices(count), (size, size)))
+            frames = (torch.from_numpy(f) for f in itertools.islice(iter_video_frames(v, (size, size)), count))
+            out.append(scorer.frame_streams(frames, bg))
             bar.advance(task)
     return out
+
+
+def sharded_video_streams(rt, scorer: Scorer, videos: list[VideoRecord], size: int, background=None,
+                          description: str = "scoring") -> list[dict[str, np.ndarray]]:
+    """`video_streams` under torchrun: rank r scores videos r, r + world, ...; every rank gets
+    all the streams back, in the videos' order (one process: the same as video_streams)."""
+    if not rt.distributed:
+        return video_streams(scorer, videos, size, background, description=description)
+    import torch.distributed as dist
+
+    mine = list(range(rt.rank, len(videos), rt.world_size))
+    local = video_streams(scorer, [videos[i] for i in mine], size, background, progress=rt.is_main,
+                          description=f"{description} (rank {rt.rank})")
+    gathered: list = [None] * rt.world_size
+    dist.all_gather_object(gathered, list(zip(mine, local)))
+    by_index = dict(pair for part in gathered for pair in part)
+    return [by_index[i] for i in range(len(videos))]

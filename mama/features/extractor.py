@@ -23,6 +23,17 @@ class FeatureExtractor:
         self.chunk = chunk  # frames (pairs) per provider call when a whole video is computed
 
     @property
+    def weights_id(self) -> dict | None:
+        """What the providers' outputs depend on besides the frames (their names and weight files),
+        or None when a provider's weights cannot be named (then nothing is kept on disk)."""
+        ids = {role: getattr(p, "weights_id", None) for role, p in (("motion", self.motion), ("labels", self.labels))
+               if p is not None}
+        if any(v is None for v in ids.values()):
+            return None
+        return {"motion": self.motion.name, "labels": self.labels.name if self.labels is not None else "none",
+                "flow_scale": self.flow_scale, **{f"{k}_weights": v for k, v in ids.items()}}
+
+    @property
     def needs_background(self) -> bool:
         """Whether the label provider needs each video's background image."""
         return self.labels is not None and self.labels.uses_background

@@ -7,21 +7,33 @@ when called, so reading the names costs nothing.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from mama.errors import MamaError
 
 
+def _named(provider, path=None):
+    """Record what the provider computes with: its weight file (name, size, modification time),
+    or "none" for a weight-free one (the feature store's disk folders are named by it)."""
+    if path is None:
+        provider.weights_id = "none"
+    else:
+        st = Path(path).stat()
+        provider.weights_id = f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}"
+    return provider
+
+
 def _dis(device, weights):
     from mama.features.motion import DISFlow
 
-    return DISFlow()
+    return _named(DISFlow())
 
 
 def _farneback(device, weights):
     from mama.features.motion import FarnebackFlow
 
-    return FarnebackFlow()
+    return _named(FarnebackFlow())
 
 
 def _flownet(name: str) -> Callable:
@@ -30,7 +42,8 @@ def _flownet(name: str) -> Callable:
         from mama.models.flownet2 import load_flownet
         from mama.weights import resolve_weights
 
-        return FlowNetFlow(name, load_flownet(name, resolve_weights(name, weights), device))
+        path = resolve_weights(name, weights)
+        return _named(FlowNetFlow(name, load_flownet(name, path, device)), path)
 
     return build
 
@@ -40,19 +53,20 @@ def _deeplab(device, weights):
     from mama.models.deeplab import build_deeplabv3
     from mama.weights import resolve_weights
 
-    return DeepLabLabels(build_deeplabv3(resolve_weights("deeplabv3_resnet101", weights), device))
+    path = resolve_weights("deeplabv3_resnet101", weights)
+    return _named(DeepLabLabels(build_deeplabv3(path, device)), path)
 
 
 def _foreground(device, weights):
     from mama.features.labels import ForegroundLabels
 
-    return ForegroundLabels()
+    return _named(ForegroundLabels())
 
 
 def _no_labels(device, weights):
     from mama.features.labels import NoLabels
 
-    return NoLabels()
+    return _named(NoLabels())
 
 
 # name -> (build(device, weights), needs pretrained weights)

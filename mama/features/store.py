@@ -20,20 +20,32 @@ and scoring all see identical features.
 `video` is whatever identifies a frame sequence to the `source` the frames are read from: a
 ClipDataset video in training (`DatasetSource`), a window of the validation set, the one video
 being scored (`TensorSource`). A store holds the features of one choice of providers and of
-background (the label provider may depend on it). A byte budget bounds what is kept (0: keep
-nothing, compute what each batch needs); `drop(video)` forgets a video.
+background (the label provider may depend on it). A byte budget bounds what is kept in memory
+(0: keep nothing, compute what each batch needs); `drop(video)` forgets a video.
+
+On disk (`ShardDir`, optional): each computed chunk is also written as one safetensors shard,
+atomically, under a folder named by what the features depend on (providers, their weights,
+frame size, chunk, background); a later run, the other stage, or an evaluation reads it
+instead of computing it again. Sources that can name their videos (`video_key`) use it.
 """
 from __future__ import annotations
 
+import collections
+import hashlib
+import json
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mama.features.base import check_frames
 from mama.features.clips import CLIP_LEN, INPUT_FRAMES, ClipInputs
 from mama.features.extractor import FeatureExtractor
+from mama.io import atomic_path
 
 Key = tuple[int, int]
 PRED_CHUNK = 16  # targets per canonical group of predictions
@@ -47,6 +59,8 @@ class FrameSource(Protocol):
     def frames(self, video: int, indices: range) -> Tensor: ...  # (N, 3, H, W) float32 on the device
 
     def background(self, video: int) -> Tensor | None: ...  # (3, H, W), or None when not needed
+
+    def video_key(self, video: int) -> str | None: ...  # a name that stays the video's across runs; None: none
 
 
 class TensorSource:
@@ -69,12 +83,17 @@ class TensorSource:
     def background(self, video: int) -> Tensor | None:
         return self.backgrounds.get(video)
 
+    def video_key(self, video: int) -> str | None:
+        return None  # frames in memory have no lasting name: nothing goes to disk
+
 
 class DatasetSource:
-    """A ClipDataset's videos, decoded on demand at its frame size, on `device`."""
+    """A ClipDataset's videos, decoded on demand at its frame size, on `device`; `name` (e.g.
+    "ped2/training") names them on disk."""
 
-    def __init__(self, dataset, device: torch.device | str, with_background: bool):
+    def __init__(self, dataset, device: torch.device | str, with_background: bool, name: str = ""):
         self.dataset, self.device, self.with_background = dataset, torch.device(device), with_background
+        self.name = name
 
     def num_frames(self, video: int) -> int:
         return self.dataset.videos[video].num_frames
@@ -87,6 +106,44 @@ class DatasetSource:
             return None
         return torch.from_numpy(self.dataset.background(video).copy()).to(self.device)
 
+    def video_key(self, video: int) -> str | None:
+        record = self.dataset.videos[video]
+        where = hashlib.sha1(f"{Path(record.source).resolve()}|{record.num_frames}".encode()).hexdigest()[:12]
+        return f"{self.name}/{record.name}-{where}" if self.name else None
+
+
+class ShardDir:
+    """Features on disk: one safetensors file per (video, chunk), written atomically, so a
+    killed run leaves each shard whole or absent. The folder is named by a digest of
+    `identity` (what the features depend on), which it also keeps as identity.json."""
+
+    def __init__(self, root: str | Path, identity: dict):
+        text = json.dumps(identity, sort_keys=True)
+        self.dir = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.identity = identity
+        if not (self.dir / "identity.json").is_file():
+            with atomic_path(self.dir / "identity.json") as tmp:
+                tmp.write_text(json.dumps(identity, indent=1, sort_keys=True))
+
+    def path(self, video_key: str, k: int) -> Path:
+        return self.dir / video_key / f"chunk{k:06d}.safetensors"
+
+    def load(self, video_key: str, k: int) -> dict[str, Tensor] | None:
+        path = self.path(video_key, k)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError):
+            return None  # unreadable: computed again and rewritten
+
+    def save(self, video_key: str, k: int, tensors: dict[str, Tensor]) -> None:
+        path = self.path(video_key, k)
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(tmp))
+
+    def nbytes(self) -> int:
+        return sum(p.stat().st_size for p in self.dir.rglob("*.safetensors"))
 
 def _coordinates(videos, targets, count: int) -> tuple[list[int], list[int]]:
     videos = [int(v) for v in torch.as_tensor(videos).reshape(-1)]
@@ -101,9 +158,10 @@ class FeatureStore:
     generator's prediction per clip) of the videos of a source."""
 
     def __init__(self, extractor: FeatureExtractor, source: FrameSource | None = None,
-                 device: torch.device | str = "cpu", max_bytes: int = 4 << 30):
+                 device: torch.device | str = "cpu", max_bytes: int = 4 << 30, shards: ShardDir | None = None):
         self.extractor = extractor
         self.source = source if source is not None else TensorSource()
+        self.shards = shards
         self.device = torch.device(device)  # where entries are kept
         self.max_bytes = max_bytes
         self.bytes = 0
@@ -111,31 +169,66 @@ class FeatureStore:
         self.flows: dict[Key, Tensor] = {}
         self.preds: dict[Key, Tensor] = {}
         self.computed = {"labels": 0, "flows": 0, "preds": 0}  # entries computed so far
+        self.loaded = 0  # chunks read from disk
+        self._recent: collections.OrderedDict = collections.OrderedDict()  # least recently used first
 
     def __len__(self) -> int:
         return len(self.labels) + len(self.flows) + len(self.preds)
 
+    def _table(self, name: str) -> dict:
+        return {"labels": self.labels, "flows": self.flows, "preds": self.preds}[name]
+
+    def _name(self, table: dict) -> str:
+        return "labels" if table is self.labels else "flows" if table is self.flows else "preds"
+
     def _keep(self, table: dict, key: Key, value: Tensor, always: bool) -> None:
         size = value.numel() * value.element_size()
+        if not always and self.shards is not None:  # on disk: memory keeps the most recently used
+            while self._recent and self.bytes + size > self.max_bytes:
+                name, old_key = self._recent.popitem(last=False)[0]
+                old_table = self._table(name)
+                if old_key in old_table:
+                    self.bytes -= old_table[old_key].numel() * old_table[old_key].element_size()
+                    del old_table[old_key]
         if always or self.bytes + size <= self.max_bytes:
             table[key] = value.to(self.device, copy=True)  # a copy: a view would pin the whole chunk
             self.bytes += size
+            if self.shards is not None and not always:
+                self._recent[(self._name(table), key)] = None
 
     # ------------------------------------------------------------------ computing, by chunk
     @torch.no_grad()
     def _compute_chunk(self, video: int, k: int, keep_all: bool) -> dict[str, dict[Key, Tensor]]:
         """Labels of frames [kC, kC + C) and flows of pairs [kC, kC + C) of `video` (each pair
-        f -> f + 1 with f + 1 < T), kept within the budget (all of them with `keep_all`)."""
+        f -> f + 1 with f + 1 < T), from disk when a shard holds them, else computed (and
+        written); kept within the budget (all of them with `keep_all`)."""
         ex = self.extractor
         c, t = ex.chunk, self.source.num_frames(video)
         start, stop, pairs_stop = k * c, min(k * c + c, t), min(k * c + c, t - 1)
-        frames = self.source.frames(video, range(start, min(start + c + 1, t)))  # the chunk and the frame after it
+        key = self.source.video_key(video) if self.shards is not None else None
+        tensors = self.shards.load(key, k) if key is not None else None
+        if tensors is not None:
+            self.loaded += 1
+        else:
+            tensors = self._compute(video, start, stop, pairs_stop, t)
+            if key is not None:
+                self.shards.save(key, k, tensors)
         out = {"flows": {}, "labels": {}}
+        for name, table in (("flows", self.flows), ("labels", self.labels)):
+            for i, value in enumerate(tensors.get(name, ())):
+                value = value.to(self.device)
+                out[name][(video, start + i)] = value
+                self._keep(table, (video, start + i), value, keep_all)
+        return out
+
+    def _compute(self, video: int, start: int, stop: int, pairs_stop: int, t: int) -> dict[str, Tensor]:
+        """One batched call per network: the chunk's pair flows and frame labels."""
+        ex = self.extractor
+        frames = self.source.frames(video, range(start, min(start + ex.chunk + 1, t)))  # the chunk and the next frame
+        out = {}
         if pairs_stop > start:
             n = pairs_stop - start
-            for i, flow in enumerate(ex.coarse_flows(frames[:n], frames[1 : n + 1])):
-                out["flows"][(video, start + i)] = flow
-                self._keep(self.flows, (video, start + i), flow, keep_all)
+            out["flows"] = ex.coarse_flows(frames[:n], frames[1 : n + 1])
             self.computed["flows"] += n
         if ex.labels is not None:
             chunk = frames[: stop - start]
@@ -143,11 +236,27 @@ class FeatureStore:
             if ex.needs_background and bg is None:
                 raise ValueError(f"label provider {ex.labels.name!r} needs the video's background")
             bg = None if bg is None else bg.reshape(1, 3, *chunk.shape[-2:]).expand_as(chunk)
-            for i, lab in enumerate(ex.coarse_labels(chunk, bg)):
-                out["labels"][(video, start + i)] = lab
-                self._keep(self.labels, (video, start + i), lab, keep_all)
+            out["labels"] = ex.coarse_labels(chunk, bg)
             self.computed["labels"] += len(chunk)
         return out
+
+    def precompute(self, videos, rank: int = 0, world: int = 1) -> int:
+        """Write the shards of every chunk of `videos` that this rank owns (chunk i of the sorted
+        list goes to rank i % world) and that are not on disk yet; returns how many it computed.
+        Under torchrun every rank calls this, then waits at a barrier: each chunk is computed
+        once, by one rank, and every rank reads them all."""
+        if self.shards is None:
+            return 0
+        chunks = [(v, k) for v in videos for k in range(-(-self.source.num_frames(v) // self.extractor.chunk))]
+        done = 0
+        for i, (v, k) in enumerate(chunks):
+            key = self.source.video_key(v)
+            if i % world != rank or key is None or self.shards.path(key, k).is_file():
+                continue
+            c, t = self.extractor.chunk, self.source.num_frames(v)
+            self.shards.save(key, k, self._compute(v, k * c, min(k * c + c, t), min(k * c + c, t - 1), t))
+            done += 1
+        return done
 
     def _chunk_kept(self, video: int, k: int) -> bool:
         """Whether every entry of chunk k of `video` is kept."""
@@ -170,7 +279,11 @@ class FeatureStore:
                 fresh[name].update(entries)
 
         def get(table, name, key):
-            return fresh[name][key] if key in fresh[name] else table[key].to(self.device)
+            if key in fresh[name]:
+                return fresh[name][key]
+            if (name, key) in self._recent:
+                self._recent.move_to_end((name, key))
+            return table[key].to(self.device)
 
         flows = [get(self.flows, "flows", k) for k in pair_keys]
         labels = [get(self.labels, "labels", k) for k in label_keys] if self.extractor.labels is not None else []
@@ -204,8 +317,12 @@ class FeatureStore:
 
     def drop(self, video: int) -> None:
         """Forget a video's entries (a scored video is not needed again)."""
+        self.forget_before(video, None)
+
+    def forget_before(self, video: int, frame: int | None) -> None:
+        """Forget a video's entries of frames (pairs, targets) before `frame` (None: all)."""
         for table in (self.labels, self.flows, self.preds):
-            for key in [k for k in table if k[0] == video]:
+            for key in [k for k in table if k[0] == video and (frame is None or k[1] < frame)]:
                 self.bytes -= table[key].numel() * table[key].element_size()
                 del table[key]
 

@@ -1,10 +1,9 @@
-"""What a training run needs around its loop: seeding and the RNG state a resume restores,
-the run's logs (TensorBoard + JSON lines), and clean stops on SIGINT/SIGTERM."""
+"""What a training run needs around its loop: seeding and the RNG state a resume restores, and
+the run's logs (TensorBoard + JSON lines). (Clean stops on SIGINT/SIGTERM: mama.runtime.StopRequest.)"""
 from __future__ import annotations
 
 import json
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -60,26 +59,3 @@ class RunLog:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint and exits at the next step."""
-
-    def __init__(self):
-        self.requested: str | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False

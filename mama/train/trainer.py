@@ -41,8 +41,8 @@ from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAno
 from mama.features.clips import INPUT_FRAMES
 from mama.features.extractor import FeatureExtractor
 from mama.features.registry import build_extractor
-from mama.features.store import DatasetSource, FeatureStore, FrameSource
-from mama.io import check_output_folder, output_folder
+from mama.features.store import DatasetSource, FeatureStore, FrameSource, ShardDir
+from mama.io import cache_dir, check_output_folder, output_folder
 from mama.models.build import models_from_run, run_meta
 from mama.models.checkpoint import read_file, save_checkpoint
 from mama.models.destroyer import Destroyer
@@ -50,16 +50,19 @@ from mama.models.discriminator import PatchDiscriminator
 from mama.models.generator import F2LMGenerator
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import bottleneck_sims
-from mama.runtime import Runtime, setup_runtime, share_cpu, teardown_runtime
+from mama.runtime import Runtime, StopRequest, setup_runtime, share_cpu, teardown_runtime
 from mama.train import losses
-from mama.train.session import RunLog, StopRequest, rng_state, seed_everything, set_rng_state
+from mama.train.session import RunLog, rng_state, seed_everything, set_rng_state
 
 CHECKPOINT_FORMAT = "mama-run-1"
 # What a resumed run must share with the run it continues (else the weights, the data order or
 # the recorded config would not fit).
 RESUME_MUST_MATCH = ("dataset", "preset", "motion", "labels", "size", "base", "batch_size", "seed", "patch", "holdout")
 DAMAGE_RANGE = (0.05, 0.5)  # the destroyer's damage: patch rate and dropout p, each drawn in here
-FEATURE_BUDGET = 4 << 30  # bytes of training features the store keeps (cache_features)
+FEATURE_BUDGET = 4 << 30  # bytes of training features kept in memory (feature_store "memory")
+# ... and beside a store on disk, the most recently used (the rest is read back from disk), so
+# memory does not grow with the length of the footage.
+DISK_MEMORY_BUDGET = 128 << 20
 
 
 def adamw(net: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -181,7 +184,13 @@ class Trainer:
         self.train_videos = videos[: len(videos) - held]
         self.val_videos = videos[len(videos) - held :] or self.train_videos
         self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size))
-        self.store = self._store(DatasetSource(self.dataset, self.rt.device, with_background=self.extractor.needs_background))
+        self.store = self._store(DatasetSource(self.dataset, self.rt.device, with_background=self.extractor.needs_background,
+                                               name=f"{c.dataset}/training"))
+        if self.store.shards is not None:
+            # Each chunk once, by one rank, in batches of a chunk; every rank reads them all.
+            self.store.precompute(range(len(self.train_videos)), self.rt.rank, self.rt.world_size)
+            if self.rt.distributed:
+                torch.distributed.barrier()
         # Under DDP every global batch holds distinct videos; each rank takes its share of it.
         self.sampler = VideoBalancedSampler(self.dataset, c.batch_size * self.rt.world_size, seed=c.seed)
         sampler = RankShard(self.sampler, self.rt.rank, self.rt.world_size) if self.rt.distributed else self.sampler
@@ -200,7 +209,11 @@ class Trainer:
         # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
         # frozen prediction) never change, so each is computed once (DESIGN §9), from frames the
         # store reads itself, in canonical chunks (the same bits whatever the batch).
-        return FeatureStore(self.extractor, source, self.rt.device, FEATURE_BUDGET if self.cfg.cache_features else 0)
+        c, ex = self.cfg, self.extractor
+        if c.feature_store == "disk" and ex.weights_id is not None:
+            identity = {"format": 1, **ex.weights_id, "size": c.size, "chunk": ex.chunk, "background": "video-median"}
+            return FeatureStore(ex, source, self.rt.device, DISK_MEMORY_BUDGET, ShardDir(cache_dir() / "features", identity))
+        return FeatureStore(ex, source, self.rt.device, FEATURE_BUDGET if c.feature_store != "off" else 0)
 
     def _batch_inputs(self, batch):
         clip = batch["clip"].to(self.rt.device, non_blocking=True)

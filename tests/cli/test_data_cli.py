@@ -72,3 +72,19 @@ def test_synth_command_writes_a_dataset(tmp_path, capsys):
     assert main(args) == 2  # refuses to overwrite ...
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0  # ... unless asked
+
+
+def test_prepare_decodes_video_files_once_and_says_what_it_costs(tmp_path, capsys):
+    from tests.data.fixtures import write_video_file
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    write_video_file(tmp_path / "videos" / "cam1.mp4", 9, rng)
+    write_video_file(tmp_path / "videos" / "cam2.mp4", 7, rng)
+    assert main(["data", "prepare", "--dataset", "folder", "--data-root", str(tmp_path / "videos"), "--size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "prepared 2 video files, 16 frames at 32x32" in out and "MiB per 1000 frames" in out
+    from mama.data.datasets import make_folder_samples, prepared_path
+
+    for v in make_folder_samples(tmp_path / "videos"):
+        assert np.load(prepared_path(v, (32, 32))).shape == (v.num_frames, 32, 32, 3)

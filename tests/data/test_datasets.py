@@ -347,21 +347,26 @@ def test_clip_dataset_background(labelled_videos):
     assert set(dataset[0]) == {"clip", "video", "target"}
 
 
-def test_clip_dataset_decodes_video_file_once(tmp_path, monkeypatch):
+def test_a_video_file_is_prepared_once_and_read_by_offset(tmp_path, monkeypatch):
     rng = np.random.default_rng(14)
     write_video_file(tmp_path / "walk.mp4", 8, rng)
     videos = make_folder_samples(tmp_path / "walk.mp4")
-    calls = []
-    real_decode = ds._decode_video_file
-    monkeypatch.setattr(ds, "_decode_video_file", lambda *a: calls.append(a) or real_decode(*a))
-    dataset = ClipDataset(videos, size=(16, 16))
     whole = load_video_frames(videos[0], (16, 16))
-    calls.clear()
+    opened = []
+    real = ds.cv2.VideoCapture
+    monkeypatch.setattr(ds.cv2, "VideoCapture", lambda *a: opened.append(a) or real(*a))
+    dataset = ClipDataset(videos, size=(16, 16))
     items = [dataset[i] for i in range(len(dataset))]
-    dataset.background(0)  # from the same decoded frames
-    assert len(calls) == 1 and len(items) == 4
-    for item in items:
+    dataset.background(0)
+    again = [ClipDataset(videos, size=(16, 16))[i] for i in range(len(dataset))]
+    assert len(opened) == 1 and len(items) == 4  # decoded once, into the prepared frames
+    prepared = ds.prepared_path(videos[0], (16, 16))
+    assert prepared.is_file() and np.load(prepared).shape == (8, 16, 16, 3)
+    for item, other in zip(items, again):
         np.testing.assert_array_equal(item["clip"].numpy(), whole[item["target"] - 4 : item["target"] + 1])
+        np.testing.assert_array_equal(item["clip"].numpy(), other["clip"].numpy())
+    streamed = np.stack(list(ds.iter_video_frames(videos[0], (16, 16))))
+    np.testing.assert_array_equal(streamed, whole)
 
 
 def test_clip_dataset_rejects_short_videos(tmp_path):

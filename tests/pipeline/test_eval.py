@@ -222,3 +222,26 @@ def test_binned_auroc_equals_sklearn_and_masks_resize_by_area(tmp_path):
     got = L.load_masks(tmp_path, VideoRecord("v", (), None, 6, None), 4)
     assert got.shape == (2, 4, 4) and got.dtype == bool
     assert got[0, :2, :2].all() and got[0].sum() == 4 and got[1].sum() == 4
+
+
+def test_eval_under_torchrun_shares_the_videos_and_reports_the_same(tiny_run, evaluated, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ddp"
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", "-m",
+         "mama.cli.app", "eval", "--checkpoint", str(tiny_run["destroyer"]), "--dataset", "synth", "--data-root",
+         str(tiny_run["root"]), "--out", str(out), "--oracle", "--device", "cpu"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads((d / "metrics.json").read_text()) for d in (evaluated, out))
+    assert [{k: r[k] for k in ("protocol", "model", "smoothing", "weights")} for r in two["rows"]] == \
+        [{k: r[k] for k in ("protocol", "model", "smoothing", "weights")} for r in one["rows"]]
+    for a, b in zip(one["rows"], two["rows"]):
+        for k in ("micro_auc", "macro_auc", "eer", "ap"):
+            assert a[k] == pytest.approx(b[k], abs=1e-12) or (a[k] != a[k] and b[k] != b[k]), (a, k)
+    assert proc.stdout.count("report:") == 1  # one report, from rank 0

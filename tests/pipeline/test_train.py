@@ -216,7 +216,9 @@ def step(batch):
 t.train_step = step
 t.run()
 h = hashlib.sha256(torch.cat([p.detach().flatten() for p in t.net_g.parameters()]).numpy().tobytes()).hexdigest()
-torch.save({{"grads": grads, "hash": h, "step": t.step}}, Path({out!r}).parent / f"rank{{os.environ['RANK']}}.pt")
+store = {{"computed": t.store.computed, "loaded": t.store.loaded, "dir": str(t.store.shards.dir),
+          "chunks": len(list(t.store.shards.dir.rglob("*.safetensors")))}}
+torch.save({{"grads": grads, "hash": h, "step": t.step, "store": store}}, Path({out!r}).parent / f"rank{{os.environ['RANK']}}.pt")
 """
 
 
@@ -224,7 +226,7 @@ def test_ddp_two_cpu_processes(tiny_synth, tmp_path):
     repo = str(Path(__file__).resolve().parents[2])
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(repo=repo, root=str(tiny_synth), out=str(tmp_path / "run")))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MAMA_CACHE": str(tmp_path / "cache")}  # a store of its own
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)],
         capture_output=True, text=True, env=env, timeout=600,
@@ -235,6 +237,13 @@ def test_ddp_two_cpu_processes(tiny_synth, tmp_path):
     for g0, g1 in zip(r0["grads"], r1["grads"]):
         torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-7)  # all-reduced: the same on both ranks
     assert r0["hash"] == r1["hash"]
+    # The feature store on disk was computed cooperatively: each chunk by one rank, read by both.
+    s0, s1 = r0["store"], r1["store"]
+    # 2 training videos of 40 frames, chunks of 32: 4 chunks, dealt 2 and 2 (frames 0-31 of both to
+    # one rank, 32-39 of both to the other): 80 frames' labels computed once between them.
+    assert s0["dir"] == s1["dir"] and s0["chunks"] == s1["chunks"] == 4
+    assert sorted([s0["computed"]["labels"], s1["computed"]["labels"]]) == [16, 64]
+    assert s0["loaded"] > 0 and s1["loaded"] > 0
     # Only rank 0 writes the run's files.
     run = tmp_path / "run"
     assert (run / "final.pt").is_file() and (run / "log.jsonl").is_file()

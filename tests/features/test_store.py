@@ -1,0 +1,90 @@
+"""The feature store on disk: an exact cache (training with it equals training without), shards
+written atomically, and reused by a second run, the destroyer stage and a resume."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mama.features.registry import build_extractor
+from mama.features.store import FeatureStore, ShardDir, TensorSource
+from mama.models.checkpoint import read_file
+from mama.train import trainer as trainer_mod
+from tests.support import tiny_train_config
+
+
+def _cfg(root, out, **kw):
+    base = dict(preset="paper", motion="dis", labels="foreground", holdout=0, iters=4, val_interval=100)
+    return tiny_train_config(root, out, **{**base, **kw})
+
+
+def _weights(run: Path, key: str = "net_g") -> dict:
+    return read_file(run / "final.pt", "run")[key]
+
+
+def test_training_with_the_store_on_disk_equals_training_without(tiny_synth, tmp_path, monkeypatch):
+    runs = {}
+    for store in ("off", "memory", "disk", "disk"):  # the second disk run reads every feature back
+        monkeypatch.setenv("MAMA_CACHE", str(tmp_path / "cache"))
+        out = tmp_path / f"{store}{len(runs)}"
+        t = trainer_mod.GeneratorTrainer(_cfg(tiny_synth, out, feature_store=store))
+        t.run()
+        runs[out.name] = (t.store.computed["labels"], t.store.loaded, _weights(out))
+    (_, _, off), (_, _, memory), (computed1, _, disk1), (computed2, loaded2, disk2) = runs.values()
+    for other in (memory, disk1, disk2):
+        assert all(torch.equal(off[k], other[k]) for k in off)
+    assert computed1 > 0 and computed2 == 0 and loaded2 > 0  # the second run computed nothing
+
+
+def test_the_destroyer_stage_and_a_resume_read_the_generator_stages_features(tiny_synth, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMA_CACHE", str(tmp_path / "cache"))
+    gen = trainer_mod.GeneratorTrainer(_cfg(tiny_synth, tmp_path / "g"))
+    gen.run()
+    assert gen.store.computed["labels"] > 0
+    des = trainer_mod.DestroyerTrainer(_cfg(tiny_synth, tmp_path / "d", stage="destroyer", generator=str(tmp_path / "g" / "final.pt")))
+    des.run()
+    assert des.store.shards.dir == gen.store.shards.dir
+    assert des.store.computed["labels"] == des.store.computed["flows"] == 0 and des.store.loaded > 0
+    resumed = trainer_mod.GeneratorTrainer(_cfg(tiny_synth, tmp_path / "g", iters=6, resume="latest"))
+    resumed.run()
+    assert resumed.store.computed["labels"] == 0 and resumed.store.loaded > 0
+
+
+def test_shards_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    video = torch.rand(20, 3, 16, 16) * 2 - 1
+    extractor = build_extractor("dis", "foreground")
+
+    class Named(TensorSource):
+        def video_key(self, v):
+            return f"cam{v}"
+
+    source = Named({0: video}, {0: video.median(dim=0).values})
+    shards = ShardDir(tmp_path, {"test": 1})
+    # A write that dies half-way (a full disk, a kill) leaves no shard under the final name.
+    import mama.features.store as store_mod
+
+    real = store_mod.save_file
+
+    def dies(tensors, path):
+        Path(path).write_bytes(b"half")
+        raise OSError("killed")
+
+    monkeypatch.setattr(store_mod, "save_file", dies)
+    with pytest.raises(OSError):
+        FeatureStore(extractor, source, shards=shards).fill_video(0)
+    assert not list(shards.dir.rglob("*.safetensors")) and not list(shards.dir.rglob("*.tmp*"))
+    monkeypatch.setattr(store_mod, "save_file", real)
+    first = FeatureStore(extractor, source, shards=shards)
+    first.fill_video(0)
+    # A shard damaged on disk is computed again and rewritten, with the same bits.
+    path = shards.path("cam0", 0)
+    path.write_bytes(path.read_bytes()[:40])
+    again = FeatureStore(extractor, source, shards=shards)
+    again.fill_video(0)
+    assert again.computed["labels"] == 20 and again.loaded == 0
+    third = FeatureStore(extractor, source, shards=shards)
+    third.fill_video(0)
+    assert third.loaded == 1 and third.computed["labels"] == 0
+    assert all(torch.equal(first.labels[k], third.labels[k]) for k in first.labels)
+    assert (shards.dir / "identity.json").is_file()
