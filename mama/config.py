@@ -177,6 +177,11 @@ class EvalOptions:
     size: int | None = None  # None: the checkpoint's frame size
     motion_weights: Path | None = None  # None: the weights dir / torch hub cache
     label_weights: Path | None = None
+    feature_store: str = "disk"  # "disk": the test videos' features under $MAMA_CACHE/features; "off"
+
+    def __post_init__(self) -> None:
+        if self.feature_store not in ("disk", "off"):
+            raise MamaError(f"unknown --feature-store {self.feature_store!r}; use disk or off")
 
 
 @dataclass

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 from mama.config import SCORE_BATCH
 from mama.features.clips import INPUT_FRAMES, ClipInputs
 from mama.features.extractor import FeatureExtractor
-from mama.features.store import FeatureStore
+from mama.features.store import FeatureStore, ShardDir
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import TRIPLET_MARGIN, bottleneck_sims, frame_sse
 
@@ -43,6 +45,7 @@ class Scorer:
     margin: float = TRIPLET_MARGIN
     amp: bool = False  # bf16 autocast (CUDA)
     optimize: bool | None = None  # inference copies (module docstring); None: on CPU only
+    feature_dir: Path | None = None  # a disk feature store (mama.features.store.ShardDir) for named videos
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -65,10 +68,25 @@ class Scorer:
         return ["sim_motion", *(["sim_label"] if self.extractor.labels is not None else []), "sse",
                 *(["destroyer_sse"] if self.destroyer is not None else [])]
 
-    def stream(self, background=None) -> "StreamScorer":
-        """A scorer for one video whose frames arrive one at a time."""
+    def stream(self, background=None, key: str | None = None, size: int | None = None) -> "StreamScorer":
+        """A scorer for one video whose frames arrive one at a time. With a `key` naming the video
+        (and every frame it will have) and its frame `size`, its features are read from and
+        written to the disk store under `feature_dir`, if any."""
         bg = None if background is None else torch.as_tensor(background, dtype=torch.float32).to(self.device)
-        return StreamScorer(self, bg)
+        shards = None
+        if key is not None and size is not None:
+            shards = self._shards(size)
+            if shards is not None and bg is not None:  # the labels may depend on the background
+                key = f"{key}-bg{hashlib.sha1(bg.cpu().numpy().tobytes()).hexdigest()[:10]}"
+        return StreamScorer(self, bg, key if shards is not None else None, shards)
+
+    def _shards(self, size: int) -> ShardDir | None:
+        ids = self.extractor.weights_id
+        if self.feature_dir is None or ids is None:
+            return None
+        # Scoring runs the providers' inference copies, so its entries are kept apart from training's.
+        return ShardDir(self.feature_dir, {"format": 1, "use": "scoring", **ids, "size": size, "chunk": self.batch_size,
+                                           "device": self.device.type, "inference_copies": bool(self.optimize)})
 
     @torch.inference_mode()
     def video_streams(self, frames: np.ndarray | torch.Tensor, background=None) -> dict[str, np.ndarray]:
@@ -79,10 +97,12 @@ class Scorer:
         return self.frame_streams(frames, background)
 
     @torch.inference_mode()
-    def frame_streams(self, frames: Iterable[torch.Tensor], background=None) -> dict[str, np.ndarray]:
-        """The streams of a video whose frames (3, H, W) come one at a time (from a file, say)."""
+    def frame_streams(self, frames: Iterable[torch.Tensor], background=None, key: str | None = None,
+                      size: int | None = None) -> dict[str, np.ndarray]:
+        """The streams of a video whose frames (3, H, W) come one at a time (from a file, say);
+        `key` and `size` as in `stream`."""
         out: dict[str, list[np.ndarray]] = {}
-        for _, inputs in self.stream(background).batches(frames):
+        for _, inputs in self.stream(background, key, size).batches(frames):
             for k, v in self.clip_streams(*inputs).items():
                 out.setdefault(k, []).append(v)
         if not out:
@@ -120,11 +140,13 @@ class Scorer:
         return pred, (self.destroyer(pred) if self.destroyer is not None else pred)
 
     @torch.inference_mode()
-    def video_maps(self, frames, background=None):
-        """Per-pixel maps, batch by batch, for targets 4..T-1 of one video: yields (targets,
-        error, damage), error = the generator's |prediction - frame| and damage = the destroyer's
-        |destroyed - prediction|, each (B, H, W) float32 (max over channels, [-1, 1] units)."""
-        for targets, (x, flows, labels, target) in self.stream(background).batches(torch.as_tensor(frames, dtype=torch.float32)):
+    def video_maps(self, frames: Iterable[torch.Tensor], background=None, key: str | None = None,
+                   size: int | None = None):
+        """Per-pixel maps, batch by batch, for targets 4..T-1 of one video (frames (3, H, W) one
+        at a time; `key`, `size` as in `stream`): yields (targets, error, damage), error = the
+        generator's |prediction - frame| and damage = the destroyer's |destroyed - prediction|,
+        each (B, H, W) float32 (max over channels, [-1, 1] units)."""
+        for targets, (x, flows, labels, target) in self.stream(background, key, size).batches(frames):
             pred, destroyed = self.destroyed(x, flows, labels)
             yield targets, pixel_difference(pred, target), pixel_difference(destroyed, pred)
 
@@ -133,10 +155,11 @@ class _Ring:
     """The recent frames of a stream (a FeatureStore source for video 0): frame i stays until
     `forget_before` passes it, so memory holds about a chunk whatever the stream's length."""
 
-    def __init__(self, background: torch.Tensor | None):
+    def __init__(self, background: torch.Tensor | None, key: str | None = None):
         self.kept: dict[int, torch.Tensor] = {}
         self.count = 0  # frames seen
         self.bg = background
+        self.key = key  # the video's name in a disk store, if any
 
     def add(self, frame: torch.Tensor) -> None:
         self.kept[self.count] = frame
@@ -155,6 +178,9 @@ class _Ring:
     def background(self, video: int) -> torch.Tensor | None:
         return self.bg
 
+    def video_key(self, video: int) -> str | None:
+        return self.key
+
 
 class StreamScorer:
     """One video's frames in, (targets, ClipInputs) batches out, as soon as each is complete.
@@ -163,10 +189,11 @@ class StreamScorer:
     (or the stream ended) the chunk's features are computed and the clips with targets in the
     chunk are assembled: targets [max(4, kB), kB + B)."""
 
-    def __init__(self, scorer: Scorer, background: torch.Tensor | None):
+    def __init__(self, scorer: Scorer, background: torch.Tensor | None, key: str | None = None,
+                 shards: ShardDir | None = None):
         self.scorer = scorer
-        self.ring = _Ring(background)
-        self.store = FeatureStore(scorer.extractor, self.ring, scorer.device)
+        self.ring = _Ring(background, key)
+        self.store = FeatureStore(scorer.extractor, self.ring, scorer.device, shards=shards)
         self.next_chunk = 0
 
     def _batch(self, stop: int) -> tuple[list[int], ClipInputs] | None:

@@ -35,7 +35,7 @@ from mama.evaluate.localisation import localisation, mask_dir
 from mama.evaluate.streams import sharded_video_streams
 from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator
 from mama.features.registry import build_extractor
-from mama.io import check_output_folder, output_folder
+from mama.io import cache_dir, check_output_folder, output_folder
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
 from mama.runtime import setup_runtime, teardown_runtime
@@ -107,7 +107,8 @@ def evaluate(opts: EvalOptions) -> dict:
             f"every scored test frame of {opts.data_root}/{opts.dataset} is {'abnormal' if flat[0] else 'normal'} "
             f"(the first {INPUT_FRAMES} frames of each video are never scored); frame-level AUC needs both kinds"
         )
-    scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size)
+    scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size,
+                    feature_dir=cache_dir() / "features" if opts.feature_store == "disk" else None)
     streams = sharded_video_streams(rt, scorer, videos, size, description="test videos")
     calib = payload.get("calibration")
     selected_on_test = bool(payload.get("config", {}).get("select_on_test", False))

@@ -15,8 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mama.data.datasets import VideoRecord, load_video_frames, video_background
+from mama.data.datasets import VideoRecord
 from mama.evaluate.engine import Scorer
+from mama.evaluate.streams import scoring_inputs
 from mama.features.clips import INPUT_FRAMES
 
 DESTROYED = 0.5  # damage (in [-1, 1] units, a quarter of the range) above which a pixel counts as destroyed
@@ -75,10 +76,9 @@ def localisation(scorer: Scorer, videos: list[VideoRecord], size: int, masks: Pa
     """Pixel-level figures of the destroyer's damage (and the generator's error) against the masks."""
     damage, error = _Tally(), _Tally()
     for v in videos:
-        frames = load_video_frames(v, (size, size))
-        bg = video_background(frames) if scorer.extractor.needs_background else None
+        frames, bg, key = scoring_inputs(scorer, v, size)
         m = load_masks(masks, v, size)
-        for targets, err, dmg in scorer.video_maps(frames, bg):
+        for targets, err, dmg in scorer.video_maps(frames, bg, key, size):
             rows = [t - INPUT_FRAMES for t in targets]
             damage.add(dmg, m[rows])
             error.add(err, m[rows])

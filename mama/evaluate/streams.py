@@ -1,17 +1,18 @@
 """Score streams for a list of videos (with a progress bar), the building block of
-evaluation, validation and calibration."""
+evaluation, validation and calibration. A Scorer with a `feature_dir` reads each video's
+features from the disk store when an earlier evaluation (or stage) wrote them."""
 from __future__ import annotations
-
-import numpy as np
-from rich.progress import Progress
 
 import itertools
 
+import numpy as np
 import torch
+from rich.progress import Progress
 
 from mama.data.datasets import VideoRecord, background_indices, iter_video_frames, read_video_frames, video_background
 from mama.evaluate.engine import Scorer
 from mama.features.clips import INPUT_FRAMES
+from mama.features.store import record_key
 
 
 def video_streams(
@@ -30,15 +31,24 @@ def video_streams(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=len(videos))
         for v in videos:
-            count = v.num_frames if max_frames is None else min(v.num_frames, max_frames + INPUT_FRAMES)
-            bg = None
-            if scorer.extractor.needs_background:
-                bg = background if background is not None else video_background(
-                    read_video_frames(v, background_indices(count), (size, size)))
-            frames = (torch.from_numpy(f) for f in itertools.islice(iter_video_frames(v, (size, size)), count))
-            out.append(scorer.frame_streams(frames, bg))
+            frames, bg, key = scoring_inputs(scorer, v, size, background, max_frames)
+            out.append(scorer.frame_streams(frames, bg, key=key, size=size))
             bar.advance(task)
     return out
+
+
+def scoring_inputs(scorer: Scorer, video: VideoRecord, size: int, background: np.ndarray | None = None,
+                   max_frames: int | None = None):
+    """(frames, background, key) of one video for `Scorer.frame_streams`: its frames read one at
+    a time, the background its labels need (`background`, else the video's median) and its name
+    in the disk store."""
+    count = video.num_frames if max_frames is None else min(video.num_frames, max_frames + INPUT_FRAMES)
+    bg = None
+    if scorer.extractor.needs_background:
+        bg = background if background is not None else video_background(
+            read_video_frames(video, background_indices(count), (size, size)))
+    frames = (torch.from_numpy(f) for f in itertools.islice(iter_video_frames(video, (size, size)), count))
+    return frames, bg, record_key(video, count)
 
 
 def sharded_video_streams(rt, scorer: Scorer, videos: list[VideoRecord], size: int, background=None,

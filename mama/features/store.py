@@ -107,9 +107,14 @@ class DatasetSource:
         return torch.from_numpy(self.dataset.background(video).copy()).to(self.device)
 
     def video_key(self, video: int) -> str | None:
-        record = self.dataset.videos[video]
-        where = hashlib.sha1(f"{Path(record.source).resolve()}|{record.num_frames}".encode()).hexdigest()[:12]
-        return f"{self.name}/{record.name}-{where}" if self.name else None
+        return f"{self.name}/{record_key(self.dataset.videos[video])}" if self.name else None
+
+
+def record_key(record, frames: int | None = None) -> str:
+    """A video's name in a disk store: its name and a digest of where it is read from and of how
+    many of its frames are used (all of them unless `frames`)."""
+    count = record.num_frames if frames is None else frames
+    return f"{record.name}-{hashlib.sha1(f'{Path(record.source).resolve()}|{count}'.encode()).hexdigest()[:12]}"
 
 
 class ShardDir:
@@ -325,6 +330,7 @@ class FeatureStore:
             for key in [k for k in table if k[0] == video and (frame is None or k[1] < frame)]:
                 self.bytes -= table[key].numel() * table[key].element_size()
                 del table[key]
+                self._recent.pop((self._name(table), key), None)
 
     # ------------------------------------------------------------------ training batches
     def clip_inputs(self, clips: Tensor, videos, targets) -> ClipInputs:

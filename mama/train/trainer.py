@@ -215,6 +215,12 @@ class Trainer:
             return FeatureStore(ex, source, self.rt.device, DISK_MEMORY_BUDGET, ShardDir(cache_dir() / "features", identity))
         return FeatureStore(ex, source, self.rt.device, FEATURE_BUDGET if c.feature_store != "off" else 0)
 
+    @property
+    def scoring_feature_dir(self) -> Path | None:
+        """Where calibration keeps the training videos' scoring features (the destroyer stage and
+        `mama eval` read them back), with the disk store."""
+        return cache_dir() / "features" if self.cfg.feature_store == "disk" else None
+
     def _batch_inputs(self, batch):
         clip = batch["clip"].to(self.rt.device, non_blocking=True)
         return self.store.clip_inputs(clip, batch["video"], batch["target"])
@@ -505,7 +511,8 @@ class GeneratorTrainer(Trainer):
         return [self.net_g, self.net_d]  # the discriminator has no BatchNorm: its mode changes nothing
 
     def scorer(self) -> Scorer:
-        return Scorer(_unwrap(self.net_g).eval(), self.scoring_extractor, None, self.rt.device, amp=False)
+        return Scorer(_unwrap(self.net_g).eval(), self.scoring_extractor, None, self.rt.device, amp=False,
+                      feature_dir=self.scoring_feature_dir)
 
 
 class DestroyerTrainer(Trainer):
@@ -581,7 +588,7 @@ class DestroyerTrainer(Trainer):
 
     def scorer(self) -> Scorer:
         return Scorer(self.scoring_generator, self.scoring_extractor, _unwrap(self.net_a).eval(), self.rt.device,
-                      amp=False)
+                      amp=False, feature_dir=self.scoring_feature_dir)
 
     @functools.cached_property
     def scoring_generator(self) -> nn.Module:

@@ -88,3 +88,35 @@ def test_shards_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert third.loaded == 1 and third.computed["labels"] == 0
     assert all(torch.equal(first.labels[k], third.labels[k]) for k in first.labels)
     assert (shards.dir / "identity.json").is_file()
+
+
+def test_evaluation_reads_the_test_videos_features_back(tiny_run, tmp_path, monkeypatch):
+    import json
+
+    import mama.features.store as store_mod
+    from mama.cli.app import main
+
+    monkeypatch.setenv("MAMA_CACHE", str(tmp_path / "cache"))
+    computed = []
+    real = store_mod.FeatureStore._compute
+
+    def counted(self, *args):
+        computed.append(args)
+        return real(self, *args)
+
+    monkeypatch.setattr(store_mod.FeatureStore, "_compute", counted)
+    results = []
+    for run, store in (("first", "disk"), ("second", "disk"), ("off", "off")):
+        before = len(computed)
+        rc = main(["eval", "--checkpoint", str(tiny_run["destroyer"]), "--dataset", "synth", "--data-root",
+                   str(tiny_run["root"]), "--out", str(tmp_path / run), "--device", "cpu", "--feature-store", store])
+        assert rc == 0
+        results.append((len(computed) - before, json.loads((tmp_path / run / "metrics.json").read_text())["rows"]))
+    (first, rows1), (second, rows2), (off, rows_off) = results
+    # The second evaluation computed no feature; within the first, the localisation pass read
+    # what scoring the test videos had written (without the store it computes them again).
+    assert first > 0 and second == 0 and off > first
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]  # noqa: E731
+    assert strip(rows1) == strip(rows2) == strip(rows_off)
+    dirs = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "features").glob("*/identity.json")]
+    assert any(d.get("use") == "scoring" for d in dirs)
