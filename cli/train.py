@@ -41,6 +41,8 @@ def train(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (default: the preset's, CUDA only)"),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA (default: the preset's)"),
     select_on_test: bool = typer.Option(D.select_on_test, help="validate on TEST labels (the reference's checkpoint choice; reported as such)"),
+    calibrate_videos: int = typer.Option(D.calibrate_videos, help="training videos scored at the end to calibrate `mama score`"),
+    calibrate_frames: int = typer.Option(D.calibrate_frames, help="at most this many frames of each calibration video"),
     feature_store: str = typer.Option(D.feature_store, help=" | ".join(FEATURE_STORES) + ": labels and flow kept on disk ($MAMA_CACHE/features, reused by later runs), in memory, or not at all"),
 ) -> None:
     """Train one stage. Under torchrun the same command runs DistributedDataParallel."""
@@ -53,7 +55,7 @@ def train(
         motion=motion, labels=labels, motion_weights=str(motion_weights) if motion_weights else None,
         label_weights=str(label_weights) if label_weights else None, resume=resume,
         num_workers=num_workers, device=device, compile=compile, amp=amp, select_on_test=select_on_test,
-        feature_store=feature_store,
+        calibrate_videos=calibrate_videos, calibrate_frames=calibrate_frames, feature_store=feature_store,
     )
     run_dir = run(cfg)
     written = [n for n in ("final.pt", "best.pt", "latest.pt", "log.jsonl", "tensorboard") if (run_dir / n).exists()]

@@ -87,6 +87,7 @@ class TrainConfig:
     holdout: int | None = None  # training videos kept for validation and calibration; None: the preset's
     select_on_test: bool = False
     calibrate_videos: int = 4  # training videos scored at the end to calibrate `mama score`
+    calibrate_frames: int = 5000  # ... at most this many frames of each (hours of footage stay minutes)
     # Training features (labels, flow; the destroyer's frozen predictions in memory): "disk" keeps
     # them in shards under $MAMA_CACHE/features for later runs as well, "memory" for this run only,
     # "off" computes what each batch needs (FEATURE_STORES; mama.features.store).
@@ -126,7 +127,8 @@ class TrainConfig:
             raise MamaError(f"patch {c.patch} does not divide --size {c.size}; use a divisor of the frame size")
         for flag, value in (("--iters", c.iters), ("--batch-size", c.batch_size), ("--base", c.base),
                             ("--save-interval", c.save_interval), ("--val-interval", c.val_interval),
-                            ("--calibrate-videos", c.calibrate_videos), ("--val-clips", c.val_clips)):
+                            ("--calibrate-videos", c.calibrate_videos), ("--calibrate-frames", c.calibrate_frames),
+                            ("--val-clips", c.val_clips)):
             if not isinstance(value, int) or value < 1:
                 raise MamaError(f"{flag} {value} must be a positive whole number")
         if c.num_workers < 0:

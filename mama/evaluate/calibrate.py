@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mama.data.datasets import VideoRecord, load_video_frames, video_background
+from mama.data.datasets import VideoRecord, background_indices, read_video_frames, video_background
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online
 from mama.evaluate.streams import video_streams
@@ -24,14 +24,19 @@ def effective_weights(weights: FusionWeights, streams: dict) -> FusionWeights:
 
 
 def scene_background(videos: list[VideoRecord], size: int) -> np.ndarray:
-    """A fixed camera's background from its normal videos: median of per-video medians."""
-    return np.median(np.stack([video_background(load_video_frames(v, (size, size))) for v in videos]), axis=0)
+    """A fixed camera's background from its normal videos: median of per-video medians (each
+    read from its <= 64 evenly spaced frames only, whatever its length)."""
+    return np.median(np.stack([
+        video_background(read_video_frames(v, background_indices(v.num_frames), (size, size))) for v in videos
+    ]), axis=0)
 
 
-def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: FusionWeights = DEFAULT_WEIGHTS) -> dict:
-    """Stream statistics and the alarm threshold on normal videos (stored in checkpoints)."""
+def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: FusionWeights = DEFAULT_WEIGHTS,
+              max_frames: int | None = None) -> dict:
+    """Stream statistics and the alarm threshold on normal videos (stored in checkpoints), from
+    at most `max_frames` scored frames of each (None: all)."""
     background = scene_background(videos, size) if scorer.extractor.needs_background else None
-    streams = video_streams(scorer, videos, size, background, description="calibrating")
+    streams = video_streams(scorer, videos, size, background, description="calibrating", max_frames=max_frames)
     stats = StreamStats.from_streams(streams)
     w = effective_weights(weights, streams[0])
     fused = np.concatenate([fuse_online(s, w, stats, ONLINE_SIGMA) for s in streams])

@@ -401,7 +401,7 @@ class Trainer:
         scorer = self.scorer()
         # Held-out videos first (unseen normal video sets an honest threshold), then training ones.
         videos = list(dict.fromkeys(self.val_videos + self.train_videos))[: max(self.cfg.calibrate_videos, 1)]
-        calib = calibrate(scorer, videos, size=self.cfg.size)
+        calib = calibrate(scorer, videos, size=self.cfg.size, max_frames=self.cfg.calibrate_frames)
         self.save("final", {"calibration": calib})
         # best/latest get the calibration too, so any of them can be used with `mama score`.
         for name in ("best", "latest"):
