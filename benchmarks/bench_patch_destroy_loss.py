@@ -28,16 +28,22 @@ IMPLS = {
 }
 
 
-def make_case(direction: str, provider: str) -> Callable[[], object]:
-    """The timed call for one case; the inputs are made once, seeded, as in destroyer training:
-    N is the prediction A with channel dropout on some patches, BG black (-1)."""
+def destroy_inputs(size=SIZE, patch: int = PATCH) -> tuple[torch.Tensor, ...]:
+    """(A, N, GT, G, BG), seeded, as in destroyer training: N is the prediction A with channel
+    dropout on some patches, BG black (-1)."""
     gen = torch.Generator().manual_seed(0)
-    GT = torch.rand(SIZE, generator=gen) * 2 - 1
-    A = (GT + 0.1 * torch.randn(SIZE, generator=gen)).clamp(-1, 1)
-    mask = ops.random_patch_mask((SIZE[2] // PATCH, SIZE[3] // PATCH), generator=gen)
+    GT = torch.rand(size, generator=gen) * 2 - 1
+    A = (GT + 0.1 * torch.randn(size, generator=gen)).clamp(-1, 1)
+    mask = ops.random_patch_mask((size[2] // patch, size[3] // patch), generator=gen)
     N = ops.patch_noise(A, mask, kind="dropout", p=0.3, generator=gen)
-    G = torch.tanh(torch.randn(SIZE, generator=gen))
-    BG = torch.full(SIZE, -1.0)
+    G = torch.tanh(torch.randn(size, generator=gen))
+    BG = torch.full(size, -1.0)
+    return A, N, GT, G, BG
+
+
+def make_case(direction: str, provider: str) -> Callable[[], object]:
+    """The timed call for one case; the inputs are made once (destroy_inputs)."""
+    A, N, GT, G, BG = destroy_inputs()
     fn = IMPLS[provider]
     if direction == "forward":
         return lambda: fn(A, N, GT, G, BG)
