@@ -327,11 +327,21 @@ def label_intervals(labels: np.ndarray) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------
 # Reading frames (as the reference code: OpenCV BGR, resized, [-1, 1], CHW)
 # ---------------------------------------------------------------------------------------
+def resize_frame(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A decoded uint8 BGR image (H0, W0, 3) -> uint8 (H, W, 3), resized as the reference."""
+    height, width = size
+    return cv2.resize(image_bgr, (width, height))  # cv2 wants (W, H); bilinear as the reference
+
+
+def uint8_to_model_range(frames: np.ndarray) -> np.ndarray:
+    """uint8 BGR (..., H, W, 3) -> float32 (..., 3, H, W) in [-1, 1] (mama.data.resident does
+    the same on the device, to the same bits)."""
+    return np.moveaxis(frames.astype(np.float32) / 127.5 - 1.0, -1, -3)
+
+
 def frame_to_model_range(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A decoded uint8 BGR image (H0, W0, 3) -> float32 (3, H, W) in [-1, 1], resized as the reference."""
-    height, width = size
-    resized = cv2.resize(image_bgr, (width, height))  # cv2 wants (W, H); bilinear as the reference
-    return (resized.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
+    return uint8_to_model_range(resize_frame(image_bgr, size))
 
 
 def decode_image(path: str | Path) -> np.ndarray:
@@ -425,7 +435,7 @@ def prepare_video(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> P
                 ok, image = capture.read()
                 if not ok:
                     break
-                out[count] = cv2.resize(image, (width, height))  # as _to_model_range resizes
+                out[count] = resize_frame(image, size)
                 count += 1
         finally:
             capture.release()
@@ -455,15 +465,19 @@ class PreparedFrames:
     def __getstate__(self):  # DataLoader workers open their own descriptor
         return {**self.__dict__, "_fd": None}
 
-    def read(self, indices) -> np.ndarray:
-        """float32 (N, 3, H, W) BGR in [-1, 1] of frames `indices`."""
+    def read_uint8(self, indices) -> np.ndarray:
+        """uint8 (N, H, W, 3) BGR of frames `indices`, as stored."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         out = np.empty((len(indices), *self.shape[1:]), np.uint8)
         for j, i in enumerate(indices):
             out[j] = np.frombuffer(os.pread(self._fd, self.frame_bytes, self.offset + int(i) * self.frame_bytes),
                                    np.uint8).reshape(self.shape[1:])
-        return (out.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
+        return out
+
+    def read(self, indices) -> np.ndarray:
+        """float32 (N, 3, H, W) BGR in [-1, 1] of frames `indices`."""
+        return uint8_to_model_range(self.read_uint8(indices))
 
 
 def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
@@ -543,14 +557,18 @@ class ClipDataset(Dataset):
         video = int(np.searchsorted(self._starts, index, side="right")) - 1
         return video, int(index - self._starts[video]) + self.clip_len - 1
 
-    def frames(self, video: int, indices) -> np.ndarray:
-        """Frames `indices` of video `video`, float32 (N, 3, H, W) at the dataset's size."""
+    def frames_uint8(self, video: int, indices) -> np.ndarray:
+        """Frames `indices` of video `video` as decoded and resized, uint8 (N, H, W, 3) BGR."""
         record = self.videos[video]
         if record.video_file is not None:
             if video not in self._prepared:
                 self._prepared[video] = PreparedFrames(prepare_video(record, self.size))
-            return self._prepared[video].read(list(indices))
-        return np.stack([read_frame(record.frames[i], self.size) for i in indices])
+            return self._prepared[video].read_uint8(list(indices))
+        return np.stack([resize_frame(decode_image(record.frames[i]), self.size) for i in indices])
+
+    def frames(self, video: int, indices) -> np.ndarray:
+        """Frames `indices` of video `video`, float32 (N, 3, H, W) in [-1, 1] at the dataset's size."""
+        return uint8_to_model_range(self.frames_uint8(video, indices))
 
     def background(self, video: int) -> np.ndarray:
         """The video's median background (3, H, W), computed once."""

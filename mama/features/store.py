@@ -263,6 +263,20 @@ class FeatureStore:
             done += 1
         return done
 
+    def fill(self, videos) -> int:
+        """Keep the features of `videos` in memory, chunk by chunk in order (read from disk where a
+        shard holds them, else computed), until the budget is spent; returns the chunks kept.
+        Each chunk has the bits it has when a batch first needs it (canonical chunks)."""
+        kept = 0
+        for v in videos:
+            for k in range(-(-self.source.num_frames(v) // self.extractor.chunk)):
+                if self.bytes >= self.max_bytes:
+                    return kept
+                if not self._chunk_kept(v, k):
+                    self._compute_chunk(v, k, keep_all=False)
+                kept += 1
+        return kept
+
     def _chunk_kept(self, video: int, k: int) -> bool:
         """Whether every entry of chunk k of `video` is kept."""
         c, t = self.extractor.chunk, self.source.num_frames(video)
