@@ -44,6 +44,7 @@ def train(
     calibrate_videos: int = typer.Option(D.calibrate_videos, help="training videos scored at the end to calibrate `mama score`"),
     calibrate_frames: int = typer.Option(D.calibrate_frames, help="at most this many frames of each calibration video"),
     feature_store: str = typer.Option(D.feature_store, help=" | ".join(FEATURE_STORES) + ": labels and flow kept on disk ($MAMA_CACHE/features, reused by later runs), in memory, or not at all"),
+    resident: Optional[bool] = typer.Option(None, "--resident/--no-resident", help="keep the training frames (uint8) and features on the device and make batches there (default: on CUDA when they fit)"),
 ) -> None:
     """Train one stage. Under torchrun the same command runs DistributedDataParallel."""
     from mama.train.trainer import train as run
@@ -56,6 +57,7 @@ def train(
         label_weights=str(label_weights) if label_weights else None, resume=resume,
         num_workers=num_workers, device=device, compile=compile, amp=amp, select_on_test=select_on_test,
         calibrate_videos=calibrate_videos, calibrate_frames=calibrate_frames, feature_store=feature_store,
+        resident=resident,
     )
     run_dir = run(cfg)
     written = [n for n in ("final.pt", "best.pt", "latest.pt", "log.jsonl", "tensorboard") if (run_dir / n).exists()]

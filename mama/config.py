@@ -92,6 +92,9 @@ class TrainConfig:
     # them in shards under $MAMA_CACHE/features for later runs as well, "memory" for this run only,
     # "off" computes what each batch needs (FEATURE_STORES; mama.features.store).
     feature_store: str = "disk"
+    # The training frames (uint8) and features kept on the device, batches made there
+    # (mama.data.resident); None: on CUDA when they fit.
+    resident: bool | None = None
 
     def resolved(self) -> "TrainConfig":
         """Fill every None from the dataset's reference hyper-parameters and the preset."""
@@ -180,6 +183,8 @@ class EvalOptions:
     motion_weights: Path | None = None  # None: the weights dir / torch hub cache
     label_weights: Path | None = None
     feature_store: str = "disk"  # "disk": the test videos' features under $MAMA_CACHE/features; "off"
+    amp: bool = False  # bf16 autocast (CUDA)
+    compile: bool = False  # torch.compile the networks (CUDA graphs on CUDA): mama.runtime.compile_model
 
     def __post_init__(self) -> None:
         if self.feature_store not in ("disk", "off"):
@@ -199,3 +204,5 @@ class ScoreOptions:
     batch_size: int = SCORE_BATCH
     motion_weights: Path | None = None  # None: the weights dir / torch hub cache
     label_weights: Path | None = None
+    amp: bool = False  # as EvalOptions
+    compile: bool = False

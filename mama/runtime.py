@@ -78,6 +78,15 @@ def share_cpu(rt: Runtime, num_workers: int) -> None:
     torch.set_num_threads(max(1, cores // rt.world_size - num_workers))
 
 
+def compile_model(module, device: torch.device, graphs: bool = True, backend: str = "inductor"):
+    """torch.compile for a fixed-shape network; on CUDA with `graphs`, mode "reduce-overhead"
+    (CUDA graphs: a step or batch replays without launching each kernel from the host; a new
+    shape records a new graph). The caller marks each step's start
+    (torch.compiler.cudagraph_mark_step_begin) and copies outputs it keeps past the next call."""
+    mode = "reduce-overhead" if graphs and torch.device(device).type == "cuda" and backend == "inductor" else None
+    return torch.compile(module, backend=backend, mode=mode)
+
+
 class StopRequest:
     """SIGINT/SIGTERM set a flag that a loop checks between units of work (a training step, a
     frame); a second signal raises KeyboardInterrupt at once."""

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from mama import ops
 from mama.config import BASE_WIDTH, DEFAULT_PRESET, INHERITED_FROM_GENERATOR, TrainConfig
 from mama.data.datasets import ClipDataset, VideoBalancedSampler, make_samples
+from mama.data.resident import ResidentFrames, fits_on, resident_bytes
 from mama.errors import MamaError
 from mama.evaluate.calibrate import calibrate
 from mama.evaluate.engine import Scorer
@@ -50,7 +51,7 @@ from mama.models.discriminator import PatchDiscriminator
 from mama.models.generator import F2LMGenerator
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import bottleneck_sims
-from mama.runtime import Runtime, StopRequest, setup_runtime, share_cpu, teardown_runtime
+from mama.runtime import Runtime, StopRequest, compile_model, setup_runtime, share_cpu, teardown_runtime
 from mama.train import losses
 from mama.train.session import RunLog, rng_state, seed_everything, set_rng_state
 
@@ -63,10 +64,23 @@ FEATURE_BUDGET = 4 << 30  # bytes of training features kept in memory (feature_s
 # ... and beside a store on disk, the most recently used (the rest is read back from disk), so
 # memory does not grow with the length of the footage.
 DISK_MEMORY_BUDGET = 128 << 20
+# A step's losses stay on the device (reading one back waits for the step to finish); they are
+# read back together every READBACK_EVERY steps, and before a validation, a save or a stop.
+READBACK_EVERY = 10
 
 
-def adamw(net: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def adamw(net: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW as the reference configures it; `fused` (on CUDA): one kernel for every parameter."""
+    if fused:
+        return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def as_floats(scalars: dict) -> dict:
+    """A step's figures (device tensors and floats) as floats, read back in one transfer."""
+    tensors = [v.detach().float().reshape(()) for v in scalars.values() if torch.is_tensor(v)]
+    values = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
+    return {k: next(values) if torch.is_tensor(v) else float(v) for k, v in scalars.items()}
 
 
 def discriminator_widths(base: int) -> tuple[int, ...]:
@@ -167,6 +181,8 @@ class Trainer:
         self.parts = parts if parts is not None else self.build_parts()
         self.extractor = self.parts.extractor
         self.model_meta = self.parts.meta
+        self.resident: ResidentFrames | None = None  # the training frames on the device (run() decides)
+        self.loader: DataLoader | None = None  # ... or the loader that reads them (made by run())
         self.store = None if source is None else self._store(source)  # else: the dataset's, made by run()
         self.run_dir = Path(self.cfg.out)
         self.step = 0
@@ -184,6 +200,8 @@ class Trainer:
         self.train_videos = videos[: len(videos) - held]
         self.val_videos = videos[len(videos) - held :] or self.train_videos
         self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size))
+        want = c.resident if c.resident is not None else fits_on(self.rt.device, resident_bytes(self.dataset))
+        self.resident = ResidentFrames(self.dataset, self.rt.device) if want else None
         self.store = self._store(DatasetSource(self.dataset, self.rt.device, with_background=self.extractor.needs_background,
                                                name=f"{c.dataset}/training"))
         if self.store.shards is not None:
@@ -191,10 +209,14 @@ class Trainer:
             self.store.precompute(range(len(self.train_videos)), self.rt.rank, self.rt.world_size)
             if self.rt.distributed:
                 torch.distributed.barrier()
+        if self.resident is not None:
+            # With the frames, the features too, up front and on the device, as far as the budget goes.
+            self.store.fill(range(len(self.train_videos)))
         # Under DDP every global batch holds distinct videos; each rank takes its share of it.
         self.sampler = VideoBalancedSampler(self.dataset, c.batch_size * self.rt.world_size, seed=c.seed)
         sampler = RankShard(self.sampler, self.rt.rank, self.rt.world_size) if self.rt.distributed else self.sampler
-        self.loader = DataLoader(
+        self.rank_sampler = sampler
+        self.loader = None if self.resident is not None else DataLoader(
             self.dataset,
             batch_size=c.batch_size,
             sampler=sampler,
@@ -205,6 +227,20 @@ class Trainer:
             drop_last=True,
         )
 
+    def batches(self):
+        """The endless batches of this rank: made on the device from the resident frames, or by the loader."""
+        if self.resident is not None:
+            return self.resident.batches(self.rank_sampler, self.cfg.batch_size)
+        return iter(self.loader)
+
+    def _release_loader(self) -> None:
+        """Stop the loader's worker processes now, not when the trainer is collected: forked
+        while the run folder was locked, they hold its lock's descriptor."""
+        workers = getattr(self.loader, "_iterator", None)
+        if workers is not None and hasattr(workers, "_shutdown_workers"):
+            workers._shutdown_workers()
+        self.loader = None
+
     def _store(self, source: FrameSource) -> FeatureStore:
         # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
         # frozen prediction) never change, so each is computed once (DESIGN §9), from frames the
@@ -212,7 +248,8 @@ class Trainer:
         c, ex = self.cfg, self.extractor
         if c.feature_store == "disk" and ex.weights_id is not None:
             identity = {"format": 1, **ex.weights_id, "size": c.size, "chunk": ex.chunk, "background": "video-median"}
-            return FeatureStore(ex, source, self.rt.device, DISK_MEMORY_BUDGET, ShardDir(cache_dir() / "features", identity))
+            budget = FEATURE_BUDGET if self.resident is not None else DISK_MEMORY_BUDGET
+            return FeatureStore(ex, source, self.rt.device, budget, ShardDir(cache_dir() / "features", identity))
         return FeatureStore(ex, source, self.rt.device, FEATURE_BUDGET if c.feature_store != "off" else 0)
 
     @property
@@ -298,7 +335,10 @@ class Trainer:
         self._data()
         payload = self._resume_payload() if c.resume else None
         with output_folder(self.run_dir, enabled=self.rt.is_main):
-            return self._run(payload)
+            try:
+                return self._run(payload)
+            finally:
+                self._release_loader()
 
     def _run(self, payload: dict | None) -> Path:
         c = self.cfg
@@ -310,8 +350,9 @@ class Trainer:
             if c.select_on_test:
                 print("NOTE: --select-on-test: validation and the 'best' checkpoint use TEST labels.")
         self.wrap_ddp()
-        it = iter(self.loader)
+        it = self.batches()
         stopped = None
+        pending: list[tuple[int, dict]] = []  # steps whose figures are still on the device
         t0, steps0 = time.time(), self.step
         columns = (TextColumn(f"[bold]{self.stage}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]:.2f} it/s"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -319,24 +360,24 @@ class Trainer:
         with StopRequest() as stop, Progress(*columns, disable=not self.rt.is_main, transient=False) as bar:
             task = bar.add_task(self.stage, total=c.iters, completed=self.step, rate=0.0, info="")
             while self.step < c.iters:
-                scalars = self.train_step(next(it))
-                bad = [k for k, v in scalars.items() if not math.isfinite(v)]
-                if bad:
-                    self.log.close()
-                    raise MamaError(
-                        f"{', '.join(bad)} became {scalars[bad[0]]} at step {self.step + 1}; the run stopped and "
-                        f"{self.run_dir / 'latest.pt'} (step {self._last_saved}) is the last good checkpoint; "
-                        "lower the learning rate or check the input data"
-                    )
+                pending.append((self.step + 1, self.train_step(next(it))))
                 self.step += 1
                 rate = (self.step - steps0) / max(time.time() - t0, 1e-9)
-                bar.update(task, completed=self.step, rate=rate,
-                           info=" ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in list(scalars.items())[:3]))
-                if self.step % 10 == 0 or self.step in (1, c.iters):
-                    self.log.scalars(self.step, {**scalars, "speed/it_per_s": rate})
-                if self.step % c.val_interval == 0 or self.step == c.iters:
+                validate = self.step % c.val_interval == 0 or self.step == c.iters
+                save = self.step % c.save_interval == 0
+                logged = self.step % 10 == 0 or self.step in (1, c.iters)
+                if logged or validate or save or stop.requested or self.step % READBACK_EVERY == 0:
+                    scalars = self._read_back(pending)
+                    pending = []
+                    bar.update(task, completed=self.step, rate=rate,
+                               info=" ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in list(scalars.items())[:3]))
+                    if logged:
+                        self.log.scalars(self.step, {**scalars, "speed/it_per_s": rate})
+                else:
+                    bar.update(task, completed=self.step, rate=rate)
+                if validate:
                     self._validate()
-                if self.step % c.save_interval == 0:
+                if save:
                     self._save_latest()
                 if stop.requested:
                     stopped = stop.requested
@@ -350,6 +391,22 @@ class Trainer:
         self.log.close()
         teardown_runtime(self.rt)
         return self.run_dir
+
+    def _read_back(self, pending: list[tuple[int, dict]]) -> dict[str, float]:
+        """The figures of the steps in `pending` in one transfer; the last step's, as floats. A
+        non-finite loss stops the run, naming the first step that had one."""
+        flat = as_floats({(i, k): v for i, (_, scalars) in enumerate(pending) for k, v in scalars.items()})
+        steps = [(step, {k: flat[i, k] for k in scalars}) for i, (step, scalars) in enumerate(pending)]
+        for step, values in steps:
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                self.log.close()
+                raise MamaError(
+                    f"{', '.join(bad)} became {values[bad[0]]} at step {step}; the run stopped and "
+                    f"{self.run_dir / 'latest.pt'} (step {self._last_saved}) is the last good checkpoint; "
+                    "lower the learning rate or check the input data"
+                )
+        return steps[-1][1]
 
     def _save_latest(self) -> None:
         self.save("latest")
@@ -434,8 +491,26 @@ class Trainer:
         dev = self.rt.device
         return self.extractor.inference_copy(dev) if copies_pay(dev) else self.extractor
 
+    # Where --compile applies (CUDA: the CPU's compile time is not won back in a run) and with
+    # which backend; tests compile on the CPU through these.
+    compile_devices = ("cuda",)
+    compile_backend = "inductor"
+
+    @property
+    def compiled(self) -> bool:
+        return bool(self.cfg.compile) and self.rt.device.type in self.compile_devices
+
     def _maybe_compile(self, m: nn.Module) -> nn.Module:
-        return torch.compile(m) if self.cfg.compile and self.rt.device.type == "cuda" else m
+        # CUDA graphs replay the fixed-shape step without the host; not under DDP, whose
+        # gradient hooks run on the host.
+        if not self.compiled:
+            return m
+        return compile_model(m, self.rt.device, graphs=not self.rt.distributed, backend=self.compile_backend)
+
+    def _step_begins(self) -> None:
+        """Tell CUDA graphs a new step begins (the last step's graph outputs may be overwritten)."""
+        if self.compiled and self.rt.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def _ddp(self, m: nn.Module) -> nn.Module:
         if not self.rt.distributed:
@@ -452,8 +527,9 @@ class GeneratorTrainer(Trainer):
         c, dev = self.cfg, self.rt.device
         self.net_g = self.parts.net_g.to(dev)
         self.net_d = self.parts.net_d.to(dev)
-        self.opt_g = adamw(self.net_g, c.lr_g, c.weight_decay)
-        self.opt_d = adamw(self.net_d, c.lr_d, c.weight_decay)
+        fused = dev.type == "cuda"
+        self.opt_g = adamw(self.net_g, c.lr_g, c.weight_decay, fused)
+        self.opt_d = adamw(self.net_d, c.lr_d, c.weight_decay, fused)
 
     def build_parts(self) -> GeneratorParts:
         return GeneratorParts.from_config(self.cfg, self.rt.device)
@@ -472,10 +548,12 @@ class GeneratorTrainer(Trainer):
         self.opt_g.load_state_dict(p["opt_g"])
         self.opt_d.load_state_dict(p["opt_d"])
 
-    def train_step(self, batch) -> dict[str, float]:
+    def train_step(self, batch) -> dict:
+        """One step; its figures stay on the device (0-dim tensors; the learning rates as floats)."""
         c = self.cfg
         x, flows, labels, target = self._batch_inputs(batch)
         self.set_train_mode()
+        self._step_begins()
         amp = bool(c.amp) and self.rt.device.type == "cuda"
         # The reference order: every loss from the current G and D, then G's step, then D's.
         with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -500,10 +578,10 @@ class GeneratorTrainer(Trainer):
         with torch.no_grad():
             psnr = losses.psnr(pred, target).mean()
         return {
-            "loss/g_total": g_loss.item(), "loss/intensity": inte.item(), "loss/gradient": grad.item(),
-            "loss/adversarial": adv.item(), "loss/sim_motion": sim_m.mean().item(),
-            "loss/sim_label": sim_l.mean().item() if sim_l is not None else 0.0,
-            "loss/d": d_loss.item(), "train/psnr": psnr.item(),
+            "loss/g_total": g_loss.detach(), "loss/intensity": inte.detach(), "loss/gradient": grad.detach(),
+            "loss/adversarial": adv.detach(), "loss/sim_motion": sim_m.detach().mean(),
+            "loss/sim_label": sim_l.detach().mean() if sim_l is not None else 0.0,
+            "loss/d": d_loss.detach(), "train/psnr": psnr,
             "lr/g": self.opt_g.param_groups[0]["lr"], "lr/d": self.opt_d.param_groups[0]["lr"],
         }
 
@@ -528,7 +606,7 @@ class DestroyerTrainer(Trainer):
         c, dev = self.cfg, self.rt.device
         self.net_g = self.parts.net_g.to(dev).eval().requires_grad_(False)
         self.net_a = self.parts.net_a.to(dev)
-        self.opt_a = adamw(self.net_a, c.lr_a, c.weight_decay)
+        self.opt_a = adamw(self.net_a, c.lr_a, c.weight_decay, fused=dev.type == "cuda")
         # Mask and rate are drawn on the CPU; the dropout draws on the frames' device.
         self.noise_gen = torch.Generator().manual_seed(c.seed)
         self.noise_gen_dev = torch.Generator(device=dev).manual_seed(c.seed + 1)
@@ -566,10 +644,12 @@ class DestroyerTrainer(Trainer):
         clip = batch["clip"].to(self.rt.device, non_blocking=True)
         return self.store.predictions(clip, batch["video"], batch["target"], lambda inputs: self.g(*inputs[:3]).pred.float())
 
-    def train_step(self, batch) -> dict[str, float]:
+    def train_step(self, batch) -> dict:
+        """One step; its loss stays on the device (a 0-dim tensor; the learning rate as a float)."""
         c = self.cfg
         pred, target = self._predictions(batch)
         self.set_train_mode()
+        self._step_begins()
         damaged = self.damage(pred)
         with torch.autocast(self.rt.device.type, dtype=torch.bfloat16, enabled=bool(c.amp) and self.rt.device.type == "cuda"):
             out = self.a(damaged).float()
@@ -581,7 +661,7 @@ class DestroyerTrainer(Trainer):
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_a.step()
-        return {"loss/destroy": loss.item(), "lr/a": self.opt_a.param_groups[0]["lr"]}
+        return {"loss/destroy": loss.detach(), "lr/a": self.opt_a.param_groups[0]["lr"]}
 
     def trained_networks(self) -> list[nn.Module]:
         return [self.net_a]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from benchmarks.workload import make_workload
+from mama.train import trainer as trainer_mod
 
 # float32, batched vs per-clip convolutions and fused vs reference sim terms.
 STREAM_RTOL, STREAM_ATOL = 1e-4, 1e-6
@@ -66,7 +67,7 @@ def test_generator_step_losses_match(cache):
     net_g, net_d = copy.deepcopy(ours.net_g), copy.deepcopy(ours.net_d)
     opt_g = torch.optim.AdamW(net_g.parameters(), lr=ours.cfg.lr_g, weight_decay=ours.cfg.weight_decay)
     opt_d = torch.optim.AdamW(net_d.parameters(), lr=ours.cfg.lr_d, weight_decay=ours.cfg.weight_decay)
-    got = ours.train_step(w.batch_items)
+    got = trainer_mod.as_floats(ours.train_step(w.batch_items))
     want = w.reference().generator_step(net_g, net_d, opt_g, opt_d, w.batch_items)
     for k in ("loss/g_total", "loss/intensity", "loss/gradient", "loss/adversarial", "loss/sim_motion",
               "loss/sim_label", "loss/d", "train/psnr"):
@@ -88,7 +89,7 @@ def test_destroyer_step_loss_matches():
         return out
 
     ours.damage = damage
-    got = ours.train_step(w.batch_items)
+    got = trainer_mod.as_floats(ours.train_step(w.batch_items))
     want = w.reference().destroyer_step(net_g, net_a, opt_a, w.batch_items, damage, ours.cfg.patch, ours.cfg.ld)
     assert got["loss/destroy"] == pytest.approx(want["loss/destroy"], rel=LOSS_RTOL, abs=LOSS_ATOL)
     for (name, a), b in zip(ours.net_a.named_parameters(), net_a.parameters()):
