@@ -28,6 +28,8 @@ def evaluate(
     motion_weights: Optional[Path] = typer.Option(None, help="FlowNet weight file (default: the weights dir)"),
     label_weights: Optional[Path] = typer.Option(None, help="DeepLabv3 weight file (default: weights dir / torch hub cache)"),
     feature_store: str = typer.Option(D.feature_store, help="disk: the test videos' labels and flow kept in $MAMA_CACHE/features for the next evaluation | off"),
+    amp: bool = typer.Option(D.amp, "--amp/--no-amp", help="bf16 autocast (CUDA)"),
+    compile: bool = typer.Option(D.compile, "--compile/--no-compile", help="torch.compile the networks (CUDA graphs on CUDA)"),
 ) -> None:
     """Score every test frame and report micro/macro AUC, EER and AP per protocol."""
     from mama.config import PROTOCOLS
@@ -45,7 +47,8 @@ def evaluate(
     result = run(EvalOptions(dataset=dataset, data_root=data_root, checkpoint=checkpoint, out=out,
                              protocols=protocols, weights=w, fit_weights=fit_weights, oracle=oracle,
                              sigma=sigma, batch_size=batch_size, device=device, motion_weights=motion_weights,
-                             label_weights=label_weights, feature_store=feature_store))
+                             label_weights=label_weights, feature_store=feature_store,
+                             amp=amp, compile=compile))
     if result:  # under torchrun only rank 0 reports
         print_table(result)
         typer.echo(f"report: {out / 'report.html'}")

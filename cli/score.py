@@ -22,6 +22,8 @@ def score(
     device: str = typer.Option(D.device, help="auto | cpu | cuda"),
     motion_weights: Optional[Path] = typer.Option(None, help="FlowNet weight file (default: the weights dir)"),
     label_weights: Optional[Path] = typer.Option(None, help="DeepLabv3 weight file (default: weights dir / torch hub cache)"),
+    amp: bool = typer.Option(D.amp, "--amp/--no-amp", help="bf16 autocast (CUDA)"),
+    compile: bool = typer.Option(D.compile, "--compile/--no-compile", help="torch.compile the networks (CUDA graphs on CUDA)"),
 ) -> None:
     """Score every frame as it arrives (online protocol: causal, calibrated on normal training
     video); alarm events are printed as JSON lines the moment they end."""
@@ -34,7 +36,7 @@ def score(
     name = f"camera{camera}" if camera is not None else (Path(input.split("?")[0].rstrip("/")).stem or "stream")
     out = out or Path(f"scores_{name}")
     opts = ScoreOptions(input, checkpoint, out, camera=camera, overlay=overlay, device=device, batch_size=batch_size,
-                        motion_weights=motion_weights, label_weights=label_weights)
+                        motion_weights=motion_weights, label_weights=label_weights, amp=amp, compile=compile)
     try:
         summary = score_videos(opts)
     except KeyboardInterrupt as stop:

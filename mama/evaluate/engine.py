@@ -12,7 +12,9 @@ frame's score comes out at most a chunk + 1 frames after it. Scoring a whole vid
 On CPU the networks run as inference copies (mama.models.inference: BatchNorm folded,
 channels_last, Winograd 3x3 convolutions) made once when the Scorer is built, so the models
 passed in are never modified (copies passed in are used as they are); `optimize=False` runs
-the models as they are (`True` forces copies).
+the models as they are (`True` forces copies). `compile=True` runs the networks through
+torch.compile (on CUDA with CUDA graphs: mama.runtime.compile_model). A video's streams stay
+on the device until it ends, then come back in one transfer.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from mama.features.extractor import FeatureExtractor
 from mama.features.store import FeatureStore, ShardDir
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import TRIPLET_MARGIN, bottleneck_sims, frame_sse
+from mama.runtime import compile_model
 
 
 
@@ -46,6 +49,7 @@ class Scorer:
     amp: bool = False  # bf16 autocast (CUDA)
     optimize: bool | None = None  # inference copies (module docstring); None: on CPU only
     feature_dir: Path | None = None  # a disk feature store (mama.features.store.ShardDir) for named videos
+    compile: bool = False  # torch.compile the generator and destroyer (module docstring)
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -58,6 +62,10 @@ class Scorer:
             if self.destroyer is not None:
                 self.destroyer = prepare_for_inference(self.destroyer, self.device)
             self.extractor = self.extractor.inference_copy(self.device)
+        if self.compile:
+            self.generator = compile_model(self.generator, self.device)
+            if self.destroyer is not None:
+                self.destroyer = compile_model(self.destroyer, self.device)
         if self.extractor.chunk != self.batch_size:
             self.extractor = copy.copy(self.extractor)
             self.extractor.chunk = self.batch_size
@@ -101,25 +109,34 @@ class Scorer:
                       size: int | None = None) -> dict[str, np.ndarray]:
         """The streams of a video whose frames (3, H, W) come one at a time (from a file, say);
         `key` and `size` as in `stream`."""
-        out: dict[str, list[np.ndarray]] = {}
+        out: dict[str, list[torch.Tensor]] = {}
         for _, inputs in self.stream(background, key, size).batches(frames):
-            for k, v in self.clip_streams(*inputs).items():
+            for k, v in self.clip_stream_tensors(*inputs).items():
                 out.setdefault(k, []).append(v)
         if not out:
             raise ValueError(f"a video needs more than {INPUT_FRAMES} frames to be scored")
-        return {k: np.concatenate(v) for k, v in out.items()}
+        return _to_host(out)
 
     @torch.inference_mode()
     def stored_streams(self, store: FeatureStore, video: int, frames: torch.Tensor) -> dict[str, np.ndarray]:
         """Streams for targets 4..T-1 of a video whose features `store` holds: only the networks run."""
-        out: dict[str, list[np.ndarray]] = {}
+        out: dict[str, list[torch.Tensor]] = {}
         for chunk in torch.arange(INPUT_FRAMES, frames.shape[0], device=self.device).split(self.batch_size):
-            for k, v in self.clip_streams(*store.video_clip_inputs(video, frames, chunk)).items():
+            for k, v in self.clip_stream_tensors(*store.video_clip_inputs(video, frames, chunk)).items():
                 out.setdefault(k, []).append(v)
-        return {k: np.concatenate(v) for k, v in out.items()}
+        return _to_host(out)
 
     def clip_streams(self, x, flows, labels, target) -> dict[str, np.ndarray]:
-        """Streams for a batch of assembled clips."""
+        """Streams for a batch of assembled clips, on the host."""
+        return _to_host({k: [v] for k, v in self.clip_stream_tensors(x, flows, labels, target).items()})
+
+    def _batch_begins(self) -> None:
+        if self.compile and self.device.type == "cuda":  # the last batch's graph outputs may be overwritten now
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def clip_stream_tensors(self, x, flows, labels, target) -> dict[str, torch.Tensor]:
+        """Streams for a batch of assembled clips, float32 on the device."""
+        self._batch_begins()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             g = self.generator(x, flows, labels)
             pred = g.pred.float()
@@ -131,13 +148,16 @@ class Scorer:
             if self.destroyer is not None:
                 destroyed = self.destroyer(pred).float()
                 streams["destroyer_sse"] = frame_sse(destroyed, target)
-        return {k: v.float().cpu().numpy() for k, v in streams.items()}
+        return {k: v.float() for k, v in streams.items()}
 
     @torch.inference_mode()
     def destroyed(self, x, flows, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(prediction, destroyer output) for a batch of clips, e.g. to draw damaged regions."""
+        self._batch_begins()
         pred = self.generator(x, flows, labels).pred
-        return pred, (self.destroyer(pred) if self.destroyer is not None else pred)
+        destroyed = self.destroyer(pred) if self.destroyer is not None else pred
+        # Compiled with CUDA graphs, the outputs live in the graphs' memory until the next batch.
+        return (pred.clone(), destroyed.clone()) if self.compile else (pred, destroyed)
 
     @torch.inference_mode()
     def video_maps(self, frames: Iterable[torch.Tensor], background=None, key: str | None = None,
@@ -233,6 +253,11 @@ class StreamScorer:
             if batch is not None:
                 yield batch
         yield from self.finish()
+
+
+def _to_host(streams: dict[str, list[torch.Tensor]]) -> dict[str, np.ndarray]:
+    """Each stream's batches joined on the device, then brought back in one transfer each."""
+    return {k: torch.cat(v).cpu().numpy() for k, v in streams.items()}
 
 
 def pixel_difference(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:

@@ -107,7 +107,7 @@ def evaluate(opts: EvalOptions) -> dict:
             f"every scored test frame of {opts.data_root}/{opts.dataset} is {'abnormal' if flat[0] else 'normal'} "
             f"(the first {INPUT_FRAMES} frames of each video are never scored); frame-level AUC needs both kinds"
         )
-    scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size,
+    scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size, amp=opts.amp, compile=opts.compile,
                     feature_dir=cache_dir() / "features" if opts.feature_store == "disk" else None)
     streams = sharded_video_streams(rt, scorer, videos, size, description="test videos")
     calib = payload.get("calibration")

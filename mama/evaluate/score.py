@@ -318,7 +318,7 @@ def score_videos(o: ScoreOptions) -> dict:
     dev = pick_device(o.device)
     extractor = build_extractor(meta["motion"], meta["labels"], dev, o.motion_weights, o.label_weights)
     scorer = Scorer(net_g.to(dev).eval(), extractor, net_a.to(dev).eval() if net_a is not None else None,
-                    dev, batch_size=o.batch_size)
+                    dev, batch_size=o.batch_size, amp=o.amp, compile=o.compile)
     size = int(meta["size"])
     inputs = open_inputs(o.input, o.camera, size)
     if o.overlay is not None and len(inputs) != 1:
