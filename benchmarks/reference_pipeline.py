@@ -110,7 +110,7 @@ class ReferencePipeline:
                 self.flownet.zero_grad(set_to_none=True)
         return {"loss/g_total": float(g_loss.detach()), "loss/intensity": float(inte.detach()), "loss/gradient": float(grad.detach()),
                 "loss/adversarial": float(adv.detach()), "loss/sim_motion": float(sim_m.detach().mean()),
-                "loss/sim_label": float(sim_l.mean()) if out.z4 is not None else 0.0, "loss/d": float(d_loss),
+                "loss/sim_label": float(sim_l.detach().mean()) if out.z4 is not None else 0.0, "loss/d": float(d_loss.detach()),
                 "train/psnr": float(losses.psnr(pred.detach(), target).mean())}
 
     def destroyer_step(self, net_g: nn.Module, net_a: nn.Module, opt_a, batch: dict, damage,
