@@ -615,7 +615,9 @@ class DestroyerTrainer(Trainer):
         return DestroyerParts.from_config(self.cfg, self.rt.device, self._generator)
 
     def wrap_ddp(self) -> None:
-        self.g = self._maybe_compile(self.net_g)
+        # The frozen generator runs once per clip (the store keeps its predictions): compiling it
+        # would not pay, and CUDA graphs would hand the store outputs the next replay overwrites.
+        self.g = self.net_g
         self.a = self._ddp(self._maybe_compile(self.net_a))
 
     def state(self) -> dict:
