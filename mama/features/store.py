@@ -291,21 +291,22 @@ class FeatureStore:
         wanted = [(self.flows, "flows", k) for k in pair_keys]
         if self.extractor.labels is not None:
             wanted += [(self.labels, "labels", k) for k in label_keys]
-        chunks = dict.fromkeys((v, f // c) for table, name, (v, f) in wanted
-                               if (v, f) not in table and (v, f) not in fresh[name])
+        # Held here: computing the missing chunks may evict kept entries this call still needs.
+        kept = {(name, key): table[key] for table, name, key in wanted if key in table}
+        chunks = dict.fromkeys((v, f // c) for table, name, (v, f) in wanted if (name, (v, f)) not in kept)
         for v, k in chunks:
             for name, entries in self._compute_chunk(v, k, keep_all=False).items():
                 fresh[name].update(entries)
 
-        def get(table, name, key):
+        def get(name, key):
             if key in fresh[name]:
                 return fresh[name][key]
             if (name, key) in self._recent:
                 self._recent.move_to_end((name, key))
-            return table[key].to(self.device)
+            return kept[name, key].to(self.device)
 
-        flows = [get(self.flows, "flows", k) for k in pair_keys]
-        labels = [get(self.labels, "labels", k) for k in label_keys] if self.extractor.labels is not None else []
+        flows = [get("flows", k) for k in pair_keys]
+        labels = [get("labels", k) for k in label_keys] if self.extractor.labels is not None else []
         return flows, labels
 
     # ------------------------------------------------------------------ whole videos (scoring)
@@ -363,8 +364,10 @@ class FeatureStore:
         eval-mode generator: ClipInputs -> (n, 3, H, W)) runs on the canonical group of targets
         [kP, kP + P) of each clip not kept yet, its frames read from the source."""
         videos, targets = _coordinates(videos, targets, clips.shape[0])
+        # Held here: computing the missing groups may evict kept predictions this batch still needs.
+        kept = {(v, t): self.preds[(v, t)] for v, t in zip(videos, targets) if (v, t) in self.preds}
         fresh: dict[Key, Tensor] = {}
-        for v, k in dict.fromkeys((v, t // PRED_CHUNK) for v, t in zip(videos, targets) if (v, t) not in self.preds):
+        for v, k in dict.fromkeys((v, t // PRED_CHUNK) for v, t in zip(videos, targets) if (v, t) not in kept):
             t_len = self.source.num_frames(v)
             group = list(range(max(k * PRED_CHUNK, INPUT_FRAMES), min(k * PRED_CHUNK + PRED_CHUNK, t_len)))
             frames = self.source.frames(v, range(group[0] - INPUT_FRAMES, group[-1] + 1))
@@ -378,6 +381,9 @@ class FeatureStore:
                 fresh[(v, t)] = pred
                 self._keep(self.preds, (v, t), pred, always=False)
             self.computed["preds"] += len(group)
-        preds = torch.stack([fresh[(v, t)] if (v, t) in fresh else self.preds[(v, t)].to(clips.device)
+        for key in kept:
+            if ("preds", key) in self._recent:
+                self._recent.move_to_end(("preds", key))
+        preds = torch.stack([fresh[(v, t)] if (v, t) in fresh else kept[(v, t)].to(clips.device)
                              for v, t in zip(videos, targets)])
         return preds, clips[:, -1]

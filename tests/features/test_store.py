@@ -120,3 +120,39 @@ def test_evaluation_reads_the_test_videos_features_back(tiny_run, tmp_path, monk
     assert strip(rows1) == strip(rows2) == strip(rows_off)
     dirs = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "features").glob("*/identity.json")]
     assert any(d.get("use") == "scoring" for d in dirs)
+
+
+def test_a_store_over_its_memory_budget_still_gives_every_entry_exactly(tmp_path):
+    """Beside a disk store memory keeps the most recently used entries; computing what a batch
+    misses may evict entries the same batch needs (it did: a KeyError in the destroyer stage on
+    Ped2). A budget of about one chunk: a batch needing a kept chunk and a missing one still
+    gets the unbounded store's bits."""
+    g = torch.Generator().manual_seed(4)
+    videos = {v: torch.rand(40, 3, 16, 16, generator=g) * 2 - 1 for v in range(3)}
+    extractor = build_extractor("dis", "foreground")
+
+    class Named(TensorSource):
+        def video_key(self, v):
+            return f"cam{v}"
+
+    def source():
+        return Named(dict(videos), {v: f.median(dim=0).values for v, f in videos.items()})
+
+    def predict(inputs):
+        return inputs[0][:, -3:] * 0.5 + inputs[1].mean()  # any fixed function of the clip inputs
+
+    full = FeatureStore(extractor, source())
+    chunk_bytes = (31 * 2 + 32) * 16 * 16 * 4  # one 32-frame chunk's flows and labels at 16x16
+    tiny = FeatureStore(extractor, source(), max_bytes=chunk_bytes + 4096, shards=ShardDir(tmp_path, {"test": 2}))
+    # Kept, then kept + missing (whose computing evicts the kept); the same for predictions.
+    batches = [[(0, 31)], [(0, 31), (1, 10)], [(2, 20)], [(2, 20), (0, 36)], [(1, 12), (2, 33), (0, 5), (1, 39)]]
+    for batch in batches:
+        vids, targets = torch.tensor([v for v, _ in batch]), torch.tensor([t for _, t in batch])
+        clips = torch.stack([videos[v][t - 4 : t + 1] for v, t in batch])
+        want, got = full.clip_inputs(clips, vids, targets), tiny.clip_inputs(clips, vids, targets)
+        for a, b in zip(want, got):
+            assert (a is None and b is None) or torch.equal(a, b)
+        want_p, _ = full.predictions(clips, vids, targets, predict)
+        got_p, _ = tiny.predictions(clips, vids, targets, predict)
+        assert torch.equal(want_p, got_p)
+    assert tiny.bytes <= tiny.max_bytes
