@@ -16,6 +16,7 @@ MAMA=${MAMA:-.venv/bin/mama}
 common=(--dataset ped2 --data-root "$ROOT" --preset paper --motion dis --labels foreground --size 64 --base 16
         --batch-size 4 --lr-g 2e-4 --lr-d 2e-5 --lr-a 2e-4 --seed "$SEED" --num-workers 1 --device cpu
         --save-interval 500 --val-interval 500)
-$MAMA train --stage generator "${common[@]}" --iters "$GEN_ITERS" --out "$OUT/generator"
-$MAMA train --stage destroyer "${common[@]}" --iters "$DES_ITERS" --generator "$OUT/generator/final.pt" --out "$OUT/destroyer"
+# A stage whose final.pt exists is not trained again (a recipe stopped later goes on from there).
+[[ -f "$OUT/generator/final.pt" ]] || $MAMA train --stage generator "${common[@]}" --iters "$GEN_ITERS" --out "$OUT/generator"
+[[ -f "$OUT/destroyer/final.pt" ]] || $MAMA train --stage destroyer "${common[@]}" --iters "$DES_ITERS" --generator "$OUT/generator/final.pt" --out "$OUT/destroyer"
 $MAMA eval --checkpoint "$OUT/destroyer/final.pt" --dataset ped2 --data-root "$ROOT" --out "$OUT/eval" --device cpu
