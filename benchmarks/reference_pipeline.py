@@ -131,7 +131,7 @@ class ReferencePipeline:
             opt_a.zero_grad(set_to_none=True)
             loss.backward()
             opt_a.step()
-        return {"loss/destroy": float(loss)}
+        return {"loss/destroy": float(loss.detach())}
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
