@@ -9,8 +9,8 @@ training), written as mp4 at `--fps` frames per second, so "N minutes" means N *
 frames. Every figure is one whole `mama` process; its peak memory is its own VmHWM
 (/proc/self/status), written as it exits (`run_measured`). Not ru_maxrss: Linux carries the
 high-water mark across fork and exec, so a child's ru_maxrss starts at its parent's resident
-size (measured: a child of a 1.5 GB parent reported 1.5 GB, its own VmHWM 13 MB). The checkpoints are 2-step runs trained here on Ped2 (their
-weights do not change memory or speed).
+size (measured: a child of a 1.5 GB parent reported 1.5 GB, its own VmHWM 13 MB). The
+checkpoints are 2-step runs trained here on Ped2 (their weights do not change memory or speed).
 
 Parts (each figure once, on this machine; quote ratios):
   score      peak RSS for a short and a long input at each --size (DIS flow + foreground

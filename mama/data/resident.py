@@ -46,7 +46,7 @@ class ResidentFrames:
         self.dataset, self.device = dataset, torch.device(device)
         height, width = dataset.size
         counts = [v.num_frames for v in dataset.videos]
-        self.starts = torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]), dtype=torch.int64, device=self.device)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # each video's first row of `frames`
         self.frames = torch.empty((sum(counts), 3, height, width), dtype=torch.uint8, device=self.device)
         at = 0
         for v, count in enumerate(counts):
@@ -54,7 +54,6 @@ class ResidentFrames:
                 chunk = dataset.frames_uint8(v, range(lo, min(lo + 256, count)))
                 self.frames[at + lo : at + lo + len(chunk)] = torch.from_numpy(chunk).permute(0, 3, 1, 2).to(self.device)
             at += count
-        self._offsets = torch.arange(-dataset.clip_len + 1, 1, device=self.device)  # a clip's frames, from its target
 
     @property
     def nbytes(self) -> int:
@@ -67,8 +66,10 @@ class ResidentFrames:
         located = [self.dataset.locate(int(i)) for i in indices]
         video = torch.tensor([v for v, _ in located], dtype=torch.int64)
         target = torch.tensor([t for _, t in located], dtype=torch.int64)
-        rows = self.starts[video.to(self.device)][:, None] + target.to(self.device)[:, None] + self._offsets
-        return {"clip": to_model_range(self.frames[rows]), "video": video, "target": target}
+        # Each clip's rows of `frames`, made on the host: one small copy to the device per batch.
+        last = torch.from_numpy(self.starts)[video] + target
+        rows = last[:, None] + torch.arange(-self.dataset.clip_len + 1, 1)
+        return {"clip": to_model_range(self.frames[rows.to(self.device)]), "video": video, "target": target}
 
     def batches(self, sampler, batch_size: int):
         """Endless batches of `batch_size` clips in the sampler's order (drop_last, as the loader)."""

@@ -277,6 +277,12 @@ class FeatureStore:
                 kept += 1
         return kept
 
+    def _touch(self, names_keys) -> None:
+        """Make these (table name, key) entries the most recently used (a disk store's memory evicts the least)."""
+        for name_key in names_keys:
+            if name_key in self._recent:
+                self._recent.move_to_end(name_key)
+
     def _chunk_kept(self, video: int, k: int) -> bool:
         """Whether every entry of chunk k of `video` is kept."""
         c, t = self.extractor.chunk, self.source.num_frames(video)
@@ -291,19 +297,16 @@ class FeatureStore:
         wanted = [(self.flows, "flows", k) for k in pair_keys]
         if self.extractor.labels is not None:
             wanted += [(self.labels, "labels", k) for k in label_keys]
-        # Held here: computing the missing chunks may evict kept entries this call still needs.
+        # Held here (and made the most recent): computing the missing chunks may evict kept entries.
         kept = {(name, key): table[key] for table, name, key in wanted if key in table}
+        self._touch(kept)
         chunks = dict.fromkeys((v, f // c) for table, name, (v, f) in wanted if (name, (v, f)) not in kept)
         for v, k in chunks:
             for name, entries in self._compute_chunk(v, k, keep_all=False).items():
                 fresh[name].update(entries)
 
         def get(name, key):
-            if key in fresh[name]:
-                return fresh[name][key]
-            if (name, key) in self._recent:
-                self._recent.move_to_end((name, key))
-            return kept[name, key].to(self.device)
+            return fresh[name][key] if key in fresh[name] else kept[name, key].to(self.device)
 
         flows = [get("flows", k) for k in pair_keys]
         labels = [get("labels", k) for k in label_keys] if self.extractor.labels is not None else []
@@ -364,8 +367,9 @@ class FeatureStore:
         eval-mode generator: ClipInputs -> (n, 3, H, W)) runs on the canonical group of targets
         [kP, kP + P) of each clip not kept yet, its frames read from the source."""
         videos, targets = _coordinates(videos, targets, clips.shape[0])
-        # Held here: computing the missing groups may evict kept predictions this batch still needs.
+        # Held here (and made the most recent): computing the missing groups may evict kept predictions.
         kept = {(v, t): self.preds[(v, t)] for v, t in zip(videos, targets) if (v, t) in self.preds}
+        self._touch(("preds", key) for key in kept)
         fresh: dict[Key, Tensor] = {}
         for v, k in dict.fromkeys((v, t // PRED_CHUNK) for v, t in zip(videos, targets) if (v, t) not in kept):
             t_len = self.source.num_frames(v)
@@ -381,9 +385,6 @@ class FeatureStore:
                 fresh[(v, t)] = pred
                 self._keep(self.preds, (v, t), pred, always=False)
             self.computed["preds"] += len(group)
-        for key in kept:
-            if ("preds", key) in self._recent:
-                self._recent.move_to_end(("preds", key))
         preds = torch.stack([fresh[(v, t)] if (v, t) in fresh else kept[(v, t)].to(clips.device)
                              for v, t in zip(videos, targets)])
         return preds, clips[:, -1]

@@ -65,7 +65,8 @@ FEATURE_BUDGET = 4 << 30  # bytes of training features kept in memory (feature_s
 # memory does not grow with the length of the footage.
 DISK_MEMORY_BUDGET = 128 << 20
 # A step's losses stay on the device (reading one back waits for the step to finish); they are
-# read back together every READBACK_EVERY steps, and before a validation, a save or a stop.
+# read back together every READBACK_EVERY steps (the steps logged, with the first and the last)
+# and before a validation, a save or a stop.
 READBACK_EVERY = 10
 
 
@@ -365,8 +366,8 @@ class Trainer:
                 rate = (self.step - steps0) / max(time.time() - t0, 1e-9)
                 validate = self.step % c.val_interval == 0 or self.step == c.iters
                 save = self.step % c.save_interval == 0
-                logged = self.step % 10 == 0 or self.step in (1, c.iters)
-                if logged or validate or save or stop.requested or self.step % READBACK_EVERY == 0:
+                logged = self.step % READBACK_EVERY == 0 or self.step in (1, c.iters)
+                if logged or validate or save or stop.requested:
                     scalars = self._read_back(pending)
                     pending = []
                     bar.update(task, completed=self.step, rate=rate,

@@ -6,7 +6,6 @@ import csv
 import http.server
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -121,26 +120,13 @@ def test_a_url_source_scores_as_the_file(whole_video, tiny_run, tmp_path):
     assert not (tmp_path / "n").exists()
 
 
-# The process's own high-water mark (VmHWM). Not ru_maxrss: Linux carries it across fork and
-# exec, so a child of this (large) test process would start at this process's size.
-PEAK = r"""
-import sys
-sys.path.insert(0, {repo!r})
-from mama.cli.app import main
-rc = main(sys.argv[1:])
-with open("/proc/self/status") as status:
-    print("PEAK_KB", next(line for line in status if line.startswith("VmHWM:")).split()[1])
-sys.exit(rc)
-"""
-
-
 def _peak_rss_kb(tmp_path: Path, argv: list[str]) -> int:
-    script = tmp_path / "peak.py"
-    script.write_text(PEAK.format(repo=str(REPO)))
-    proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return int(proc.stdout.split("PEAK_KB")[-1].split()[0])
+    """The peak RSS of `mama ARGV` run in a process of its own (its own VmHWM, as the long-inputs
+    benchmark measures it: not ru_maxrss, which a child inherits from this large test process)."""
+    from benchmarks.long_inputs import run_measured
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return int(run_measured(argv, env, tmp_path / f"{Path(argv[argv.index('--out') + 1]).name}.log")["peak_rss_mib"] * 1024)
 
 
 def test_memory_does_not_grow_with_the_length_of_the_input(whole_video, tiny_run, tmp_path):
