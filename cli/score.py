@@ -17,8 +17,20 @@ def score(
     checkpoint: Path = typer.Option(..., help="final.pt of a `mama train` run (it holds the calibration)"),
     camera: Optional[int] = typer.Option(None, help="score camera N (e.g. 0) instead of INPUT"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: scores_<input name>/)"),
-    overlay: Optional[Path] = typer.Option(None, help="also write an mp4 with the score and damaged regions drawn"),
-    batch_size: int = typer.Option(D.batch_size, help="frames per batch; a score comes at most this + 1 frames late"),
+    overlay: Optional[Path] = typer.Option(None, help="also write a video (.mp4/.avi) at the source's resolution with the anomaly map, boxes and score drawn"),
+    threshold: Optional[float] = typer.Option(None, help="alarm threshold on the online score (default: the checkpoint's calibration)"),
+    false_alarms_per_hour: Optional[float] = typer.Option(None, help="set the threshold so the normal calibration footage raises this many events per hour"),
+    calibrate_on: Optional[Path] = typer.Option(None, help="normal footage of this camera (video or folder) to calibrate on instead of the checkpoint's"),
+    min_duration: int = typer.Option(D.min_duration, help="frames above the threshold before an event opens (`new`)"),
+    merge_gap: int = typer.Option(D.merge_gap, help="frames below the threshold before an event ends (closer runs are one event)"),
+    update_interval: float = typer.Option(D.update_interval, help="seconds between `update` lines of an open event"),
+    ignore: Optional[Path] = typer.Option(None, help="mask image at the source's resolution: white pixels never alarm"),
+    webhook: Optional[str] = typer.Option(None, help="POST every event as JSON to this http(s) URL"),
+    max_lag: float = typer.Option(D.max_lag, help="seconds a live source may fall behind before its backlog is dropped"),
+    reconnect: int = typer.Option(D.reconnect, help="tries to reopen a live source that drops (0: none)"),
+    fps: Optional[float] = typer.Option(None, help="frame rate for media time when the source states none (default 25)"),
+    append: bool = typer.Option(D.append, "--append", help="add this run to an --out that holds an earlier run"),
+    batch_size: int = typer.Option(D.batch_size, help="the most frames scored at once (a live source: what has arrived)"),
     device: str = typer.Option(D.device, help="auto | cpu | cuda"),
     motion_weights: Optional[Path] = typer.Option(None, help="FlowNet weight file (default: the weights dir)"),
     label_weights: Optional[Path] = typer.Option(None, help="DeepLabv3 weight file (default: weights dir / torch hub cache)"),
@@ -26,26 +38,31 @@ def score(
     compile: bool = typer.Option(D.compile, "--compile/--no-compile", help="torch.compile the networks (CUDA graphs on CUDA)"),
 ) -> None:
     """Score every frame as it arrives (online protocol: causal, calibrated on normal training
-    video); alarm events are printed as JSON lines the moment they end."""
-    from mama.evaluate.score import score_videos
+    video). Alarms are JSON lines on standard output (new / update / end, gap), the moment each
+    happens, with the boxes and a snapshot of where."""
+    from mama.live.score import score_videos
 
     if (input is None) == (camera is None):
         raise MamaError("give INPUT (a video, a folder or a URL) or --camera N, one of the two")
-    if batch_size < 1:
-        raise MamaError(f"--batch-size {batch_size} must be a positive whole number")
     name = f"camera{camera}" if camera is not None else (Path(input.split("?")[0].rstrip("/")).stem or "stream")
     out = out or Path(f"scores_{name}")
     opts = ScoreOptions(input, checkpoint, out, camera=camera, overlay=overlay, device=device, batch_size=batch_size,
-                        motion_weights=motion_weights, label_weights=label_weights, amp=amp, compile=compile)
-    try:
-        summary = score_videos(opts)
-    except KeyboardInterrupt as stop:
-        summary = stop.args[0] if stop.args and isinstance(stop.args[0], dict) else None
-        typer.echo(f"interrupted: what was read is scored and written to {out}" if summary else "interrupted", err=True)
-        raise typer.Exit(130) from None
+                        motion_weights=motion_weights, label_weights=label_weights, amp=amp, compile=compile,
+                        threshold=threshold, false_alarms_per_hour=false_alarms_per_hour, calibrate_on=calibrate_on,
+                        min_duration=min_duration, merge_gap=merge_gap, update_interval=update_interval, ignore=ignore,
+                        webhook=webhook, max_lag=max_lag, reconnect=reconnect, fps=fps, append=append)
+    summary = score_videos(opts)
     for v in summary["videos"]:
-        ev = ", ".join(f"{e['start']}-{e['end']}" for e in v["events"]) or "none"
-        typer.echo(f"{v['video']}: {v['frames']} frames at {v['frames_per_second']} frames/s, events above "
-                   f"{summary['threshold']:.3f}: {ev}", err=True)
+        spans = ", ".join(f"{e['start_frame']}-{e['end_frame']}" for e in v["events"]) or "none"
+        dropped = f", {v['dropped']} dropped to keep up" if v["live"] else ""
+        typer.echo(f"{v['video']}: {v['frames_scored']} of {v['frames']} frames scored at {v['frames_per_second']} "
+                   f"frames/s{dropped}, lag p50 {v['lag_seconds'].get('p50', 0):.2f} s; events above "
+                   f"{summary['threshold']:.3f} ({summary['threshold_from']}): {spans}", err=True)
+    if summary["webhook"]:
+        w = summary["webhook"]
+        typer.echo(f"webhook {w['url']}: {w['sent']} sent, {w['failed']} failed", err=True)
     typer.echo(f"scores: {out / 'scores.csv'}, {out / 'scores.json'}, {out / 'events.jsonl'}"
                + (f"; overlay: {overlay}" if overlay else ""), err=True)
+    if summary["interrupted"]:
+        typer.echo(f"interrupted: what was read is scored and written to {out}", err=True)
+        raise typer.Exit(143 if summary["stopped_by"] == "SIGTERM" else 130)

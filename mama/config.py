@@ -193,16 +193,55 @@ class EvalOptions:
 
 @dataclass
 class ScoreOptions:
-    """`mama score`'s settings (mama.evaluate.score)."""
+    """`mama score`'s settings (mama.live.score)."""
 
     input: Path | str | None  # a video file, a folder of frames, a folder of videos, or a URL
     checkpoint: Path
     out: Path
     camera: int | None = None  # a camera index instead of `input`
-    overlay: Path | None = None  # also write an mp4 with the score and the damaged regions
+    overlay: Path | None = None  # also write a video with the anomaly map, boxes and score drawn
     device: str = "auto"
-    batch_size: int = SCORE_BATCH
+    batch_size: int = SCORE_BATCH  # the most frames scored at once (a live source: what has arrived)
     motion_weights: Path | None = None  # None: the weights dir / torch hub cache
     label_weights: Path | None = None
     amp: bool = False  # as EvalOptions
     compile: bool = False
+    # Alarms (mama.live.events): the threshold (None: the checkpoint's calibration) or an alarm
+    # rate on the calibration footage; frames above it before an event opens; frames below it
+    # before it ends; seconds between updates.
+    threshold: float | None = None
+    false_alarms_per_hour: float | None = None
+    calibrate_on: Path | None = None  # this camera's normal footage, instead of the checkpoint's calibration
+    min_duration: int = 3
+    merge_gap: int = 10
+    update_interval: float = 5.0
+    ignore: Path | None = None  # an image at the source's resolution: white pixels never alarm
+    webhook: str | None = None  # POST every event as JSON here
+    max_lag: float = 2.0  # seconds: a live source further behind drops its backlog
+    reconnect: int = 5  # tries to reopen a live source that drops
+    fps: float | None = None  # media time of a source that states no frame rate (default 25)
+    append: bool = False  # add this run to an --out that holds an earlier one
+
+    def __post_init__(self) -> None:
+        """Every range checked before anything is opened or written."""
+        for flag, value in (("--batch-size", self.batch_size), ("--min-duration", self.min_duration),
+                            ("--merge-gap", self.merge_gap)):
+            if value < 1:
+                raise MamaError(f"{flag} {value} must be a positive whole number")
+        if self.reconnect < 0:
+            raise MamaError(f"--reconnect {self.reconnect} must be 0 or more (0: never reopen a source that drops)")
+        for flag, value in (("--update-interval", self.update_interval), ("--max-lag", self.max_lag),
+                            ("--fps", self.fps), ("--false-alarms-per-hour", self.false_alarms_per_hour),
+                            ("--threshold", self.threshold)):
+            if value is not None and not math.isfinite(value):
+                raise MamaError(f"{flag} {value} must be a finite number")
+        for flag, value in (("--update-interval", self.update_interval), ("--max-lag", self.max_lag), ("--fps", self.fps)):
+            if value is not None and value <= 0:
+                raise MamaError(f"{flag} {value} must be above 0")
+        if self.false_alarms_per_hour is not None and self.false_alarms_per_hour < 0:
+            raise MamaError(f"--false-alarms-per-hour {self.false_alarms_per_hour} must be 0 or more")
+        if self.threshold is not None and self.false_alarms_per_hour is not None:
+            raise MamaError("--threshold and --false-alarms-per-hour both set the threshold; give one of the two")
+        if self.calibrate_on is not None and self.threshold is not None:
+            raise MamaError("--calibrate-on sets the threshold from this camera's footage and --threshold sets it by "
+                            "hand; give one of the two")

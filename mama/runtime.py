@@ -89,10 +89,13 @@ def compile_model(module, device: torch.device, graphs: bool = True, backend: st
 
 class StopRequest:
     """SIGINT/SIGTERM set a flag that a loop checks between units of work (a training step, a
-    frame); a second signal raises KeyboardInterrupt at once."""
+    frame); a second signal raises KeyboardInterrupt at once, unless `force_on_second` is False
+    (a loop whose units are short: every signal only asks it to stop, so what it has done is
+    always written)."""
 
-    def __init__(self):
+    def __init__(self, force_on_second: bool = True):
         self.requested: str | None = None
+        self.force_on_second = force_on_second
         self._old = {}
 
     def __enter__(self):
@@ -102,7 +105,9 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
+            if self.force_on_second:
+                raise KeyboardInterrupt
+            return
         self.requested = signal.Signals(signum).name
 
     def __exit__(self, *exc):

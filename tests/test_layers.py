@@ -8,7 +8,8 @@ circle. The layers, lowest first:
     weights     weights                           where pretrained files are found
     features    features/                         flow and labels, the feature store
     data        data/                             datasets, clips, the synthetic set
-    evaluate    evaluate/                         scoring, fusion, metrics reports
+    evaluate    evaluate/                         scoring, fusion, metrics reports, anomaly maps
+    live        live/                             watching a camera: sources, events, drawing, sinks
     train       train/                            the two stages
     demo        demo
     cli         cli/                              the `mama` command
@@ -31,6 +32,7 @@ LAYERS = [
     ("features", ("mama.features",)),
     ("data", ("mama.data",)),
     ("evaluate", ("mama.evaluate",)),
+    ("live", ("mama.live",)),
     ("train", ("mama.train",)),
     ("demo", ("mama.demo",)),
     ("cli", ("mama.cli",)),

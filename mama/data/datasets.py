@@ -115,6 +115,18 @@ def count_video_file_frames(path: Path) -> int:
     return count
 
 
+def video_fps(video: "VideoRecord") -> float | None:
+    """A video file's frame rate as its container states it; None for a folder of frames."""
+    if video.video_file is None:
+        return None
+    capture = cv2.VideoCapture(str(video.video_file))
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    return float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
+
+
 def _frame_folder_record(folder: Path, labels: np.ndarray | None = None) -> VideoRecord:
     frames = _image_files(folder)
     if len(frames) < CLIP_LEN:

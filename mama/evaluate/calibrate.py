@@ -1,11 +1,14 @@
 """Label-free statistics on normal video: the calibration that `mama score` and the online
-protocol use (stream mean/std, alarm threshold)."""
+protocol use (stream mean/std, alarm threshold, each video's online scores and frame rate for
+an alarm rate, the per-pixel statistics of the anomaly maps)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from mama.data.datasets import VideoRecord, background_indices, read_video_frames, video_background
+from mama.data.datasets import VideoRecord, background_indices, read_video_frames, video_background, video_fps
 from mama.evaluate.engine import Scorer
+from mama.evaluate.maps import PixelStats
 from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online
 from mama.evaluate.streams import video_streams
 
@@ -36,10 +39,13 @@ def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: Fus
     """Stream statistics and the alarm threshold on normal videos (stored in checkpoints), from
     at most `max_frames` scored frames of each (None: all)."""
     background = scene_background(videos, size) if scorer.extractor.needs_background else None
-    streams = video_streams(scorer, videos, size, background, description="calibrating", max_frames=max_frames)
+    pixels = PixelStats()
+    streams = video_streams(scorer, videos, size, background, description="calibrating", max_frames=max_frames,
+                            on_maps=pixels.add)
     stats = StreamStats.from_streams(streams)
     w = effective_weights(weights, streams[0])
-    fused = np.concatenate([fuse_online(s, w, stats, ONLINE_SIGMA) for s in streams])
+    per_video = [fuse_online(s, w, stats, ONLINE_SIGMA) for s in streams]
+    fused = np.concatenate(per_video)
     calib = {
         "stats": stats.as_dict(),
         "weights": w.as_dict(),
@@ -49,9 +55,18 @@ def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: Fus
         "videos": [v.name for v in videos],
         "frames": int(fused.size),
         "size": size,
+        # What `mama score` sets an alarm rate with (--false-alarms-per-hour) and draws maps with.
+        "normal_scores": [torch.from_numpy(v.astype(np.float32)) for v in per_video],
+        "fps": [video_fps(v) for v in videos],
+        "maps": _as_tensors(pixels.finish({"error": w.c, "damage": w.d})),
     }
     if background is not None:
-        import torch
-
         calib["background"] = torch.from_numpy(np.ascontiguousarray(background, dtype=np.float32))
     return calib
+
+
+def _as_tensors(tree):
+    """numpy arrays -> tensors (a checkpoint is read weights-only: no numpy objects)."""
+    if isinstance(tree, dict):
+        return {k: _as_tensors(v) for k, v in tree.items()}
+    return torch.from_numpy(np.ascontiguousarray(tree)) if isinstance(tree, np.ndarray) else tree

@@ -36,6 +36,7 @@ from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import TRIPLET_MARGIN, bottleneck_sims, frame_sse
 from mama.runtime import compile_model
 
+MAP_NAMES = ("error", "damage")  # the per-pixel maps clip_outputs gives beside the streams
 
 
 @dataclass
@@ -106,12 +107,16 @@ class Scorer:
 
     @torch.inference_mode()
     def frame_streams(self, frames: Iterable[torch.Tensor], background=None, key: str | None = None,
-                      size: int | None = None) -> dict[str, np.ndarray]:
+                      size: int | None = None, on_maps=None) -> dict[str, np.ndarray]:
         """The streams of a video whose frames (3, H, W) come one at a time (from a file, say);
-        `key` and `size` as in `stream`."""
+        `key` and `size` as in `stream`. `on_maps`, if given, gets each batch's per-pixel maps
+        ({"error", "damage"} as numpy, `clip_outputs`) from the same pass."""
         out: dict[str, list[torch.Tensor]] = {}
         for _, inputs in self.stream(background, key, size).batches(frames):
-            for k, v in self.clip_stream_tensors(*inputs).items():
+            result = self.clip_outputs(*inputs, maps=on_maps is not None)
+            if on_maps is not None:
+                on_maps({k: result.pop(k).cpu().numpy() for k in MAP_NAMES if k in result})
+            for k, v in result.items():
                 out.setdefault(k, []).append(v)
         if not out:
             raise ValueError(f"a video needs more than {INPUT_FRAMES} frames to be scored")
@@ -136,39 +141,43 @@ class Scorer:
 
     def clip_stream_tensors(self, x, flows, labels, target) -> dict[str, torch.Tensor]:
         """Streams for a batch of assembled clips, float32 on the device."""
+        return self.clip_outputs(x, flows, labels, target, maps=False)
+
+    def clip_outputs(self, x, flows, labels, target, maps: bool = True) -> dict[str, torch.Tensor]:
+        """One pass of the networks over a batch of clips: the streams (B,) and, with `maps`, the
+        per-pixel maps (B, H, W) "error" = |prediction - frame| and "damage" = |destroyed -
+        prediction| (max over channels, [-1, 1] units; no damage without a destroyer), float32
+        on the device."""
         self._batch_begins()
+        out: dict[str, torch.Tensor] = {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             g = self.generator(x, flows, labels)
             pred = g.pred.float()
-            streams = {"sse": frame_sse(pred, target)}
+            out["sse"] = frame_sse(pred, target)
             sim_m, sim_l = bottleneck_sims(g, self.margin)
-            streams["sim_motion"] = sim_m
+            out["sim_motion"] = sim_m
             if sim_l is not None:
-                streams["sim_label"] = sim_l
+                out["sim_label"] = sim_l
+            destroyed = None
             if self.destroyer is not None:
                 destroyed = self.destroyer(pred).float()
-                streams["destroyer_sse"] = frame_sse(destroyed, target)
-        return {k: v.float() for k, v in streams.items()}
-
-    @torch.inference_mode()
-    def destroyed(self, x, flows, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prediction, destroyer output) for a batch of clips, e.g. to draw damaged regions."""
-        self._batch_begins()
-        pred = self.generator(x, flows, labels).pred
-        destroyed = self.destroyer(pred) if self.destroyer is not None else pred
-        # Compiled with CUDA graphs, the outputs live in the graphs' memory until the next batch.
-        return (pred.clone(), destroyed.clone()) if self.compile else (pred, destroyed)
+                out["destroyer_sse"] = frame_sse(destroyed, target)
+        if maps:
+            out["error"] = (pred - target.float()).abs().amax(dim=1)
+            if destroyed is not None:
+                out["damage"] = (destroyed - pred).abs().amax(dim=1)
+        # Compiled with CUDA graphs, outputs live in the graphs' memory until the next batch.
+        return {k: v.float().clone() if self.compile else v.float() for k, v in out.items()}
 
     @torch.inference_mode()
     def video_maps(self, frames: Iterable[torch.Tensor], background=None, key: str | None = None,
                    size: int | None = None):
         """Per-pixel maps, batch by batch, for targets 4..T-1 of one video (frames (3, H, W) one
-        at a time; `key`, `size` as in `stream`): yields (targets, error, damage), error = the
-        generator's |prediction - frame| and damage = the destroyer's |destroyed - prediction|,
-        each (B, H, W) float32 (max over channels, [-1, 1] units)."""
-        for targets, (x, flows, labels, target) in self.stream(background, key, size).batches(frames):
-            pred, destroyed = self.destroyed(x, flows, labels)
-            yield targets, pixel_difference(pred, target), pixel_difference(destroyed, pred)
+        at a time; `key`, `size` as in `stream`): yields (targets, error, damage) as numpy
+        (B, H, W) float32 (`clip_outputs`; damage is None without a destroyer)."""
+        for targets, inputs in self.stream(background, key, size).batches(frames):
+            out = self.clip_outputs(*inputs)
+            yield targets, out["error"].cpu().numpy(), out["damage"].cpu().numpy() if "damage" in out else None
 
 
 class _Ring:
@@ -203,18 +212,22 @@ class _Ring:
 
 
 class StreamScorer:
-    """One video's frames in, (targets, ClipInputs) batches out, as soon as each is complete.
+    """One video's frames in, (targets, ClipInputs) batches out, in one of two ways.
 
-    Chunk k is frames [kB, kB + B) (B = the scorer's batch_size); once frame kB + B has arrived
-    (or the stream ended) the chunk's features are computed and the clips with targets in the
-    chunk are assembled: targets [max(4, kB), kB + B)."""
+    A file (`push` / `finish` / `batches`): chunk k is frames [kB, kB + B) (B = the scorer's
+    batch_size); once frame kB + B has arrived (or the stream ended) the chunk's features are
+    computed and the clips with targets in the chunk are assembled: targets [max(4, kB), kB +
+    B). The same canonical chunks as a whole-video score, so the same bits.
+    A live stream (`add` / `take`): whenever the caller is free it takes the clips of every
+    target that has arrived (up to a limit), so a score comes one computation after its frame."""
 
     def __init__(self, scorer: Scorer, background: torch.Tensor | None, key: str | None = None,
                  shards: ShardDir | None = None):
         self.scorer = scorer
         self.ring = _Ring(background, key)
         self.store = FeatureStore(scorer.extractor, self.ring, scorer.device, shards=shards)
-        self.next_chunk = 0
+        self.next_chunk = 0  # canonical chunks (push / finish)
+        self.next_target = self.labels_done = self.pairs_done = 0  # live (add / take)
 
     def _batch(self, stop: int) -> tuple[list[int], ClipInputs] | None:
         """Assemble the clips of targets [max(4, kB), stop) of the next chunk k, then let go of
@@ -246,6 +259,35 @@ class StreamScorer:
             if batch is not None:
                 yield batch
 
+    # ------------------------------------------------------------------ live: what has arrived
+    def add(self, frame: torch.Tensor) -> None:
+        """Add the next frame (3, H, W) [-1, 1] of a live stream, to be scored by `take`."""
+        self.ring.add(torch.as_tensor(frame, dtype=torch.float32).to(self.scorer.device))
+
+    @property
+    def waiting(self) -> int:
+        """Frames added whose clip has not been taken yet (the first 4 are inputs only)."""
+        return self.ring.count - max(INPUT_FRAMES, self.next_target)
+
+    def take(self, limit: int) -> tuple[list[int], ClipInputs] | None:
+        """The clips of the next `limit` (at most) targets whose frames have all arrived, their
+        features computed in one batch whatever the chunks: a live stream scores what is there
+        instead of waiting for a full chunk (entries are not canonical, so never on disk)."""
+        first = max(INPUT_FRAMES, self.next_target)
+        stop = min(first + limit, self.ring.count)
+        if stop <= first:
+            return None
+        # Target t needs the labels of frames t-4..t-1 and the flows of pairs t-4..t-2.
+        self.store.compute_span(0, range(self.labels_done, stop - 1), range(self.pairs_done, stop - 2))
+        self.labels_done, self.pairs_done = stop - 1, stop - 2
+        targets = list(range(first, stop))
+        clips = torch.stack([self.ring.frames(0, range(t - INPUT_FRAMES, t + 1)) for t in targets])
+        inputs = self.store.clip_inputs(clips, [0] * len(targets), targets)
+        self.next_target = stop
+        self.ring.forget_before(stop - INPUT_FRAMES)
+        self.store.forget_before(0, stop - INPUT_FRAMES)
+        return targets, inputs
+
     def batches(self, frames: Iterable[torch.Tensor]) -> Iterator[tuple[list[int], ClipInputs]]:
         """Every batch of a stream of frames, as each becomes complete."""
         for frame in frames:
@@ -258,9 +300,3 @@ class StreamScorer:
 def _to_host(streams: dict[str, list[torch.Tensor]]) -> dict[str, np.ndarray]:
     """Each stream's batches joined on the device, then brought back in one transfer each."""
     return {k: torch.cat(v).cpu().numpy() for k, v in streams.items()}
-
-
-def pixel_difference(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) x2 -> (B, H, W): max over channels of |a - b|; the destroyer's damage map
-    when a is its output and b the prediction it was given."""
-    return (a.float() - b.float()).abs().amax(dim=1).cpu().numpy()

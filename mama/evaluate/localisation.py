@@ -80,7 +80,8 @@ def localisation(scorer: Scorer, videos: list[VideoRecord], size: int, masks: Pa
         m = load_masks(masks, v, size)
         for targets, err, dmg in scorer.video_maps(frames, bg, key, size):
             rows = [t - INPUT_FRAMES for t in targets]
-            damage.add(dmg, m[rows])
+            if dmg is not None:
+                damage.add(dmg, m[rows])
             error.add(err, m[rows])
     out = {"anomalous_pixels": damage.count["in"], "normal_pixels": damage.count["out"],
            **damage.summary("damage"), **error.summary("generator_error")}

@@ -23,16 +23,18 @@ def video_streams(
     progress: bool = True,
     description: str = "scoring",
     max_frames: int | None = None,
+    on_maps=None,
 ) -> list[dict[str, np.ndarray]]:
     """Streams of every video, its frames read as they are scored. `background`: a fixed camera
     background (online protocol); None means each video's own median background (offline) when
-    the labels need one (read first, from <= 64 evenly spaced frames)."""
+    the labels need one (read first, from <= 64 evenly spaced frames). `on_maps` as in
+    Scorer.frame_streams."""
     out = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=len(videos))
         for v in videos:
             frames, bg, key = scoring_inputs(scorer, v, size, background, max_frames)
-            out.append(scorer.frame_streams(frames, bg, key=key, size=size))
+            out.append(scorer.frame_streams(frames, bg, key=key, size=size, on_maps=on_maps))
             bar.advance(task)
     return out
 

@@ -228,15 +228,21 @@ class FeatureStore:
 
     def _compute(self, video: int, start: int, stop: int, pairs_stop: int, t: int) -> dict[str, Tensor]:
         """One batched call per network: the chunk's pair flows and frame labels."""
+        return self._compute_span(video, range(start, stop), range(start, pairs_stop))
+
+    def _compute_span(self, video: int, frames_range: range, pairs: range) -> dict[str, Tensor]:
+        """The labels of frames `frames_range` and the flows of pairs `pairs` (f -> f + 1), one
+        batched call per network."""
         ex = self.extractor
-        frames = self.source.frames(video, range(start, min(start + ex.chunk + 1, t)))  # the chunk and the next frame
+        start = min(frames_range.start, pairs.start)
+        frames = self.source.frames(video, range(start, max(frames_range.stop, pairs.stop + 1)))
         out = {}
-        if pairs_stop > start:
-            n = pairs_stop - start
-            out["flows"] = ex.coarse_flows(frames[:n], frames[1 : n + 1])
+        if len(pairs):
+            n, p0 = len(pairs), pairs.start - start
+            out["flows"] = ex.coarse_flows(frames[p0 : p0 + n], frames[p0 + 1 : p0 + n + 1])
             self.computed["flows"] += n
-        if ex.labels is not None:
-            chunk = frames[: stop - start]
+        if ex.labels is not None and len(frames_range):
+            chunk = frames[frames_range.start - start : frames_range.stop - start]
             bg = self.source.background(video)
             if ex.needs_background and bg is None:
                 raise ValueError(f"label provider {ex.labels.name!r} needs the video's background")
@@ -244,6 +250,16 @@ class FeatureStore:
             out["labels"] = ex.coarse_labels(chunk, bg)
             self.computed["labels"] += len(chunk)
         return out
+
+    @torch.no_grad()
+    def compute_span(self, video: int, frames_range: range, pairs: range) -> None:
+        """Compute and keep the labels of `frames_range` and the flows of `pairs` of a video, in
+        one batch whatever their chunks (a live stream scores what has arrived; its entries are
+        never written to disk)."""
+        tensors = self._compute_span(video, frames_range, pairs)
+        for name, table, first in (("flows", self.flows, pairs.start), ("labels", self.labels, frames_range.start)):
+            for i, value in enumerate(tensors.get(name, ())):
+                self._keep(table, (video, first + i), value, always=True)
 
     def precompute(self, videos, rank: int = 0, world: int = 1) -> int:
         """Write the shards of every chunk of `videos` that this rank owns (chunk i of the sorted

@@ -112,14 +112,16 @@ def test_score_a_video_file_with_overlay(tiny_run, tmp_path, capsys):
     v = summary["videos"][0]
     assert summary["protocol"] == "online" and v["frames"] == len(frames) and len(v["scores"]) == len(frames) - 4
     for e in v["events"]:
-        assert 4 <= e["start"] <= e["end"] < len(frames) and e["peak"] > summary["threshold"]
+        assert e["type"] == "end" and 4 <= e["start_frame"] <= e["end_frame"] < len(frames) and e["peak"] > summary["threshold"]
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(frames) - 4 and {"score", "alarm", "destroyer_sse"} <= set(rows[0])
     assert all(int(r["alarm"]) == (float(r["score"]) > summary["threshold"]) for r in rows)
     assert (out / "scores_cam.png").is_file()
     cap = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames) - 4
+    # Every frame, at the source's resolution (the first 4 drawn as warming up).
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (frames.shape[-1], frames.shape[-2])
     cap.release()
 
 
@@ -127,7 +129,7 @@ def test_score_is_causal(tiny_run, tmp_path):
     """Scores of the first frames do not change when later frames change (online protocol)."""
     from mama.data.datasets import load_video_frames
     from mama.config import ScoreOptions
-    from mama.evaluate.score import score_videos
+    from mama.live.score import score_videos
 
     video = make_samples("synth", tiny_run["root"], "testing")[0]
     frames = load_video_frames(video, (64, 64))

@@ -22,7 +22,7 @@ from mama.cli.app import main
 from mama.data.datasets import load_video_frames, make_samples
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online
-from mama.evaluate.score import find_events
+from mama.live.events import offline_events
 from mama.features.registry import build_extractor
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
@@ -73,14 +73,14 @@ def test_a_finite_input_scores_as_the_whole_video_scorer(whole_video, tiny_run, 
     summary = json.loads((tmp_path / "s" / "scores.json").read_text())
     v = summary["videos"][0]
     assert v["frames"] == whole_video["frames"] and v["frames_per_second"] > 0
-    assert set(v["latency_seconds"]) == {"p50", "p95"} and not summary["interrupted"]
+    assert set(v["lag_seconds"]) == {"p50", "p95"} and not summary["interrupted"]
     # Smaller batches: other chunks, the same scores (within float rounding of other batch sizes).
     assert main(["score", str(whole_video["path"]), "--checkpoint", str(tiny_run["destroyer"]), "--out", str(tmp_path / "b"),
                  "--device", "cpu", "--batch-size", "4"]) == 0
     np.testing.assert_allclose(_csv_scores(tmp_path / "b" / "scores.csv")[1], whole_video["scores"], rtol=0, atol=1e-5)
 
 
-def test_events_are_json_lines_on_stdout_as_they_close(whole_video, tiny_run, tmp_path, capsys):
+def test_events_are_json_lines_on_stdout_as_they_happen(whole_video, tiny_run, tmp_path, capsys):
     # A checkpoint whose alarm threshold is the median score: several events in one video.
     payload = torch.load(tiny_run["destroyer"], weights_only=True)
     threshold = float(np.median(whole_video["scores"]))
@@ -88,14 +88,21 @@ def test_events_are_json_lines_on_stdout_as_they_close(whole_video, tiny_run, tm
     ckpt = tmp_path / "low.pt"
     torch.save(payload, ckpt)
     capsys.readouterr()
-    assert main(["score", str(whole_video["path"]), "--checkpoint", str(ckpt), "--out", str(tmp_path / "e"), "--device", "cpu"]) == 0
+    assert main(["score", str(whole_video["path"]), "--checkpoint", str(ckpt), "--out", str(tmp_path / "e"), "--device", "cpu",
+                 "--merge-gap", "2", "--min-duration", "2"]) == 0
     out = capsys.readouterr().out
     printed = [json.loads(line) for line in out.splitlines() if line.strip()]
-    expected = [e.as_dict() for e in find_events(whole_video["scores"], threshold)]
-    assert printed and [{k: p[k] for k in ("start", "end")} for p in printed] == [{k: e[k] for k in ("start", "end")} for e in expected]
-    assert all(p["video"] == "cam" for p in printed)
+    expected = [(s + 4, e + 4) for s, e in offline_events(whole_video["scores"], threshold, 2, 2)]
+    ends = [p for p in printed if p["type"] == "end"]
+    news = [p for p in printed if p["type"] == "new"]
+    assert expected and [(p["start_frame"], p["end_frame"]) for p in ends] == expected
+    # `new` as soon as the run is min-duration long: at its second frame, before the event's end.
+    assert [p["frame"] for p in news] == [s + 1 for s, _ in expected]
+    assert [p["id"] for p in news] == [p["id"] for p in ends] and len(set(p["id"] for p in ends)) == len(ends)
+    assert all(p["source"] == "cam" and p["threshold"] == round(threshold, 4) for p in printed)
+    assert all(Path(p["snapshot"]).is_file() for p in printed)
     written = [json.loads(line) for line in (tmp_path / "e" / "events.jsonl").read_text().splitlines()]
-    assert written == printed
+    assert written[0]["type"] == "run" and written[1:] == printed
 
 
 class _Files(http.server.SimpleHTTPRequestHandler):

@@ -1,0 +1,107 @@
+"""Pictures a person can read: a frame at the source's own resolution with the anomaly map
+as a heatmap (only where it is unusual), the boxes, a score bar against the threshold and a
+label that fits. Used for the overlay video, event snapshots and `mama serve`'s views."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mama.errors import MamaError
+from mama.io import atomic_path
+
+RED, GREEN, WHITE, GREY = (0, 0, 255), (0, 190, 0), (255, 255, 255), (160, 160, 160)
+OVERLAY_SUFFIXES = (".mp4", ".avi")
+
+
+def _fit_text(img: np.ndarray, text: str, origin: tuple[int, int], color, max_width: int) -> None:
+    """Draw `text` at the largest scale (up to one that suits the frame) that fits `max_width`."""
+    scale = max(0.35, min(1.0, img.shape[0] / 400))
+    while scale > 0.25 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > max_width:
+        scale -= 0.05
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    cv2.rectangle(img, (x - 2, y - h - 3), (x + w + 2, y + base), (0, 0, 0), -1)
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+
+
+def draw_frame(image: np.ndarray, amap: np.ndarray | None, map_threshold: float, boxes: list,
+               score: float | None, threshold: float, label: str) -> np.ndarray:
+    """A copy of `image` (uint8 BGR, native size) with the anomaly drawn. `amap` (h, w) at the
+    model's size is upsampled; pixels glow from half the map threshold up, fully at twice it.
+    `score` None: a frame not scored (warming up)."""
+    img = image.copy()
+    H, W = img.shape[:2]
+    if amap is not None and np.isfinite(map_threshold) and map_threshold > 0:
+        up = cv2.resize(amap.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+        strength = np.clip((up - 0.5 * map_threshold) / (1.5 * map_threshold), 0, 1)
+        if strength.any():
+            heat = cv2.applyColorMap((strength * 255).astype(np.uint8), cv2.COLORMAP_JET)
+            alpha = (0.6 * strength)[..., None]
+            img = (img * (1 - alpha) + heat * alpha).astype(np.uint8)
+    thick = max(1, round(min(H, W) / 200))
+    for x0, y0, x1, y1 in boxes:
+        cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), RED, thick)
+    alarm = score is not None and score > threshold
+    bar_h = max(4, H // 40)
+    cv2.rectangle(img, (0, H - bar_h), (W - 1, H - 1), (40, 40, 40), -1)
+    if score is not None:
+        # The bar is full at twice the threshold; the white tick is the threshold.
+        frac = float(np.clip(score / (2 * threshold), 0, 1)) if threshold > 0 else float(alarm)
+        cv2.rectangle(img, (0, H - bar_h), (int(frac * (W - 1)), H - 1), RED if alarm else GREEN, -1)
+        cv2.line(img, (W // 2, H - bar_h - 2), (W // 2, H - 1), WHITE, 1)
+    text = label if score is None else f"{label}  score {score:.2f} / {threshold:.2f}{'  ALARM' if alarm else ''}"
+    _fit_text(img, text, (4, max(14, H // 20)), RED if alarm else (WHITE if score is not None else GREY), W - 8)
+    return img
+
+
+def write_jpeg(path: Path, image: np.ndarray) -> Path:
+    """An image written atomically as JPEG (a reader never sees half of it)."""
+    with atomic_path(path, suffix=".jpg") as tmp:
+        if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            raise MamaError(f"cannot write {path}; check the folder is writable")
+    return path
+
+
+def check_overlay_path(path: Path) -> None:
+    """Before anything is written: a file path with a video suffix, in a folder (or a new one)."""
+    if path.is_dir():
+        raise MamaError(f"--overlay {path} is a folder; give the path of the .mp4 to write")
+    if path.suffix.lower() not in OVERLAY_SUFFIXES:
+        raise MamaError(f"--overlay {path}: give a path ending in .mp4 or .avi")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MamaError(f"--overlay {path}: {parent} is a file, not a folder; give a path in a folder")
+            break
+
+
+class OverlayVideo:
+    """The overlay video, written frame by frame at the source's resolution; atomically: the
+    file appears when closed with `ok`."""
+
+    def __init__(self, path: Path, fps: float | None):
+        self.path, self.fps = path, fps or 10.0
+        self._atomic = atomic_path(path, suffix=path.suffix)
+        self.tmp = self._atomic.__enter__()
+        self.writer = None
+        self.frames = 0
+
+    def add(self, img: np.ndarray) -> None:
+        if self.writer is None:
+            codec = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*codec), self.fps,
+                                          (img.shape[1], img.shape[0]))
+            if not self.writer.isOpened():
+                raise MamaError(f"cannot write the overlay video {self.path}; give a path ending in .mp4 in a writable folder")
+        self.writer.write(img)
+        self.frames += 1
+
+    def close(self, ok: bool) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if ok and self.frames:
+            self._atomic.__exit__(None, None, None)
+        else:
+            self._atomic.__exit__(RuntimeError, RuntimeError("no overlay"), None)
