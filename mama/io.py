@@ -6,14 +6,19 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from mama.errors import MamaError
 
-TEMP_MARK = ".tmp"  # in the name of every temporary atomic_path makes: .<name>.<random>.tmp[suffix]
+TEMP_MARK = ".tmp"  # in the name of every temporary atomic_path makes: .<name>.<pid>-<random>.tmp[suffix]
 LOCK_NAME = ".lock"
+# The writer's process id in a temporary's name: a temporary whose writer is gone is stale.
+_TEMP_PID = re.compile(r"^\..*\.(\d+)-[^.]*" + re.escape(TEMP_MARK))
+STALE_AFTER_S = 3600  # a temporary without a process id (older versions) is stale after this
 
 
 def cache_dir() -> Path:
@@ -23,12 +28,76 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mama"
 
 
+_checked_caches: set[Path] = set()
+
+
+def cache_folder(name: str) -> Path:
+    """`cache_dir() / name`, created, writable and swept of the temporaries that killed writers
+    left (once per process); a cache that cannot be written is one MamaError naming MAMA_CACHE."""
+    root = cache_dir()
+    folder = root / name
+    if folder in _checked_caches:
+        return folder
+    where = f"MAMA_CACHE={os.environ['MAMA_CACHE']}" if os.environ.get("MAMA_CACHE") else f"the cache {root}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".probe.{os.getpid()}-", suffix=TEMP_MARK, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        blocker = next((p for p in (root, *root.parents) if p.exists()), root)
+        if blocker.exists() and not blocker.is_dir():
+            reason = f"{blocker} is a file"
+        raise MamaError(f"{where}: cannot write the cache there ({reason}); point MAMA_CACHE at a writable folder "
+                        "(e.g. export MAMA_CACHE=/tmp/mama-cache), or run with --feature-store off") from None
+    sweep_stale(folder, recursive=True)
+    _checked_caches.add(folder)
+    return folder
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sweep_stale(folder: Path, recursive: bool = False) -> int:
+    """Remove the temporaries under `folder` that no live process is writing: those whose writer
+    (the process id in the name) is gone, and unnamed ones older than STALE_AFTER_S. Returns how
+    many were removed."""
+    removed = 0
+    now = time.time()
+    for path in (folder.rglob if recursive else folder.glob)(f".*{TEMP_MARK}*"):
+        found = _TEMP_PID.match(path.name)
+        try:
+            if found:
+                pid = int(found.group(1))
+                if pid == os.getpid() or _writer_alive(pid):
+                    continue
+            elif now - path.lstat().st_mtime < STALE_AFTER_S:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def _out_of_space(exc: BaseException, folder: Path) -> bool:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True
-    # torch.save reports a failed write as RuntimeError("... file write failed"), without errno.
+    # torch.save reports a failed write as RuntimeError("... file write failed"), without errno;
+    # safetensors as SafetensorError("... No space left on device ...").
     text = str(exc)
-    if "No space left" in text:
+    if "No space left" in text or "os error 28" in text:
         return True
     if isinstance(exc, RuntimeError) and "write failed" in text:
         with contextlib.suppress(OSError):
@@ -48,7 +117,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK + suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TEMP_MARK + suffix, dir=path.parent)
     os.close(fd)
     os.unlink(tmp)
     tmp = Path(tmp)
@@ -57,7 +126,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         if path.is_dir() and tmp.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
+    except Exception as exc:  # safetensors' SafetensorError is none of OSError, RuntimeError
         if not _out_of_space(exc, path.parent):
             raise
         kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
@@ -70,11 +139,33 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
             tmp.unlink()
 
 
+def _file_above(path: Path) -> Path | None:
+    """The first existing non-folder among the parents of `path` (no folder can be made under it)."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
 def check_output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """`path` may be used as an output folder: it is one, or does not exist yet."""
+    """`path` may be used as an output folder: it is one, or does not exist yet and can be made."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise MamaError(f"{flag} {path} is a file, not a folder; give a folder (new or existing) for the outputs")
+    if (blocker := _file_above(path)) is not None:
+        raise MamaError(f"{flag} {path}: {blocker} is a file, so no folder can be made under it; "
+                        "give a folder (new or existing) for the outputs")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """`path` may be written as a file: it is not a folder, and its folder exists or can be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise MamaError(f"{flag} {path} is a folder; give the path of the file to write")
+    if (blocker := _file_above(path)) is not None:
+        raise MamaError(f"{flag} {path}: {blocker} is a file, so {path.name} cannot be written under it; "
+                        "give a path in a folder")
     return path
 
 

@@ -39,6 +39,7 @@ Frame files are sorted naturally (2.jpg before 10.jpg).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -366,6 +367,34 @@ def read_frame(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE) -> np.nda
     return frame_to_model_range(decode_image(path), size)
 
 
+def check_frame_shape(path: Path, image: np.ndarray, first: Path, first_shape: tuple[int, int]) -> np.ndarray:
+    """A video's frames all have its first frame's size: a frame of another size is bad input (it
+    would be stretched silently), said in one line naming both files. Returns `image`."""
+    h, w = image.shape[:2]
+    if (h, w) != tuple(first_shape):
+        raise MamaError(f"{path}: {w}x{h} pixels, but the video's first frame {first.name} is "
+                        f"{first_shape[1]}x{first_shape[0]}; replace it with a frame of the camera's size or remove it")
+    return image
+
+
+@functools.lru_cache(maxsize=4096)
+def _first_frame_shape(path: str) -> tuple[int, int]:
+    return tuple(decode_image(path).shape[:2])
+
+
+def decode_video_frame(video: "VideoRecord", index: int) -> np.ndarray:
+    """Frame `index` of a frame-folder video, decoded (uint8 BGR) and checked to have the size of
+    the video's first frame (check_frame_shape)."""
+    path, first = video.frames[index], video.frames[0]
+    image = decode_image(path)
+    return check_frame_shape(path, image, first, image.shape[:2] if index == 0 else _first_frame_shape(str(first)))
+
+
+def read_video_frame(video: "VideoRecord", index: int, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
+    """Frame `index` of a frame-folder video as float32 (3, H, W), BGR in [-1, 1], its size checked."""
+    return frame_to_model_range(decode_video_frame(video, index), size)
+
+
 def _decode_video_file(path: Path, size: tuple[int, int]) -> np.ndarray:
     capture = cv2.VideoCapture(str(path))
     frames = []
@@ -386,8 +415,8 @@ def iter_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE):
     """The frames of a video one at a time, float32 (3, H, W) BGR in [-1, 1], decoded as they
     are read (a video file is never held whole)."""
     if video.video_file is None:
-        for path in video.frames:
-            yield read_frame(path, size)
+        for index in range(video.num_frames):
+            yield read_video_frame(video, index, size)
         return
     capture = cv2.VideoCapture(str(video.video_file))
     try:
@@ -409,12 +438,26 @@ def iter_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE):
 # ---------------------------------------------------------------------------------------
 def prepared_path(video: VideoRecord, size: tuple[int, int]) -> Path:
     """Where a video file's prepared frames live: $MAMA_CACHE/frames/<name>-<digest>-<H>x<W>.npy."""
-    from mama.io import cache_dir
+    from mama.io import cache_folder
 
     source = Path(video.source).resolve()
     st = source.stat()
     digest = hashlib.sha1(f"{source}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir() / "frames" / f"{video.name}-{digest}-{size[0]}x{size[1]}.npy"
+    return cache_folder("frames") / f"{video.name}-{digest}-{size[0]}x{size[1]}.npy"
+
+
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a C-order .npy whose size fits its header; ValueError if not."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if fortran:
+        raise ValueError("Fortran order")
+    if path.stat().st_size != offset + int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError("size does not fit the header (truncated?)")
+    return shape, dtype, offset
 
 
 def prepare_video(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> Path:
@@ -423,9 +466,14 @@ def prepare_video(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> P
     from mama.io import atomic_path
 
     path = prepared_path(video, size)
-    if path.is_file():
-        return path
     height, width = size
+    if path.is_file():
+        try:
+            shape, dtype, _ = _npy_layout(path)
+            if shape == (video.num_frames, height, width, 3) and dtype == np.uint8:
+                return path
+        except (OSError, ValueError, SyntaxError):  # zeroed, truncated or not an .npy: prepared again
+            pass
     with atomic_path(path, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(video.num_frames, height, width, 3))
         capture = cv2.VideoCapture(str(video.video_file))
@@ -451,12 +499,11 @@ class PreparedFrames:
     memory does not grow with the video's length however much of it is read."""
 
     def __init__(self, path: Path):
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            self.offset = f.tell()
-        if fortran or dtype != np.uint8 or len(shape) != 4:
+        try:
+            shape, dtype, self.offset = _npy_layout(path)
+        except (OSError, ValueError, SyntaxError):
+            shape, dtype = (), None
+        if dtype != np.uint8 or len(shape) != 4:
             raise MamaError(f"{path}: not prepared frames (uint8 (T, H, W, 3)); delete it and it is prepared again")
         self.path, self.shape = path, shape
         self.frame_bytes = int(np.prod(shape[1:]))
@@ -487,7 +534,7 @@ def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) 
         if len(frames) != video.num_frames:
             raise MamaError(f"{video.video_file}: decoded {len(frames)} frames, listed {video.num_frames}; the file changed, list the dataset again")
         return frames
-    return np.stack([read_frame(p, size) for p in video.frames])
+    return np.stack([read_video_frame(video, i, size) for i in range(video.num_frames)])
 
 
 def read_video_frames(video: VideoRecord, indices, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
@@ -496,7 +543,7 @@ def read_video_frames(video: VideoRecord, indices, size: tuple[int, int] = DEFAU
     indices = np.asarray(indices, dtype=np.int64)
     if video.video_file is not None:
         return PreparedFrames(prepare_video(video, size)).read(indices)
-    return np.stack([read_frame(video.frames[i], size) for i in indices])
+    return np.stack([read_video_frame(video, int(i), size) for i in indices])
 
 
 def background_indices(num_frames: int) -> np.ndarray:
@@ -564,7 +611,7 @@ class ClipDataset(Dataset):
             if video not in self._prepared:
                 self._prepared[video] = PreparedFrames(prepare_video(record, self.size))
             return self._prepared[video].read_uint8(list(indices))
-        return np.stack([resize_frame(decode_image(record.frames[i]), self.size) for i in indices])
+        return np.stack([resize_frame(decode_video_frame(record, int(i)), self.size) for i in indices])
 
     def frames(self, video: int, indices) -> np.ndarray:
         """Frames `indices` of video `video`, float32 (N, 3, H, W) in [-1, 1] at the dataset's size."""
