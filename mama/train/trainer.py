@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,18 @@ from mama.data.resident import ResidentFrames, fits_on, resident_bytes
 from mama.errors import MamaError
 from mama.evaluate.calibrate import calibrate
 from mama.evaluate.engine import Scorer
-from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator, test_set_auc
+from mama.evaluate.validation import (
+    DESTROYER_KINDS,
+    GENERATOR_KINDS,
+    PseudoAnomalyValidator,
+    check_pseudo_anomalies,
+    test_set_auc,
+)
 from mama.features.clips import INPUT_FRAMES
 from mama.features.extractor import FeatureExtractor
 from mama.features.registry import build_extractor
 from mama.features.store import DatasetSource, FeatureStore, FrameSource, ShardDir
-from mama.io import cache_dir, check_output_folder, output_folder
+from mama.io import cache_folder, check_output_folder, output_folder
 from mama.models.build import models_from_run, run_meta
 from mama.models.checkpoint import read_file, save_checkpoint
 from mama.models.destroyer import Destroyer
@@ -200,7 +207,14 @@ class Trainer:
         held = c.holdout if len(videos) > c.holdout + 1 else 0
         self.train_videos = videos[: len(videos) - held]
         self.val_videos = videos[len(videos) - held :] or self.train_videos
+        if not c.select_on_test:
+            check_pseudo_anomalies(self.val_videos, GENERATOR_KINDS if self.stage == "generator" else DESTROYER_KINDS)
         self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size))
+        if c.batch_size * self.rt.world_size > len(self.dataset):
+            per = " per process" if self.rt.distributed else ""
+            raise MamaError(f"--batch-size {c.batch_size}{per} is more than the {len(self.dataset)} training clips of "
+                            f"{c.data_root} ({len(self.train_videos)} videos); use --batch-size "
+                            f"{max(1, len(self.dataset) // self.rt.world_size)} or less (the paper's is 4)")
         want = c.resident if c.resident is not None else fits_on(self.rt.device, resident_bytes(self.dataset))
         self.resident = ResidentFrames(self.dataset, self.rt.device) if want else None
         self.store = self._store(DatasetSource(self.dataset, self.rt.device, with_background=self.extractor.needs_background,
@@ -250,14 +264,14 @@ class Trainer:
         if c.feature_store == "disk" and ex.weights_id is not None:
             identity = {"format": 1, **ex.weights_id, "size": c.size, "chunk": ex.chunk, "background": "video-median"}
             budget = FEATURE_BUDGET if self.resident is not None else DISK_MEMORY_BUDGET
-            return FeatureStore(ex, source, self.rt.device, budget, ShardDir(cache_dir() / "features", identity))
+            return FeatureStore(ex, source, self.rt.device, budget, ShardDir(cache_folder("features"), identity))
         return FeatureStore(ex, source, self.rt.device, FEATURE_BUDGET if c.feature_store != "off" else 0)
 
     @property
     def scoring_feature_dir(self) -> Path | None:
         """Where calibration keeps the training videos' scoring features (the destroyer stage and
         `mama eval` read them back), with the disk store."""
-        return cache_dir() / "features" if self.cfg.feature_store == "disk" else None
+        return cache_folder("features") if self.cfg.feature_store == "disk" else None
 
     def _batch_inputs(self, batch):
         clip = batch["clip"].to(self.rt.device, non_blocking=True)
@@ -335,9 +349,18 @@ class Trainer:
         check_output_folder(self.run_dir)
         self._data()
         payload = self._resume_payload() if c.resume else None
+        fresh = not self.run_dir.exists()
         with output_folder(self.run_dir, enabled=self.rt.is_main):
             try:
                 return self._run(payload)
+            except MamaError:
+                # Bad input found while training (a frame read for the first batch, say): a run
+                # folder this run made and that holds no checkpoint yet is removed, not left half-made.
+                if self.log is not None:
+                    self.log.close()
+                if fresh and self.rt.is_main and not any(self.run_dir.glob("*.pt")):
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
             finally:
                 self._release_loader()
 
