@@ -18,7 +18,7 @@ import numpy as np
 
 from mama import metrics
 from mama.config import PROTOCOLS, EvalOptions  # noqa: F401  (PROTOCOLS: the CLI's choices)
-from mama.data.datasets import make_samples
+from mama.data.datasets import check_frame_files, make_samples
 from mama.errors import MamaError
 from mama.evaluate.calibrate import effective_weights, scene_background
 from mama.evaluate.engine import Scorer
@@ -100,6 +100,7 @@ def evaluate(opts: EvalOptions) -> dict:
             f"test videos {', '.join(unlabeled[:5])} of {opts.data_root}/{opts.dataset} have no labels; "
             "`mama eval` needs ground truth (use `mama score` to score unlabeled video)"
         )
+    check_frame_files(videos)  # a bad frame is found before the scoring, not at its end
     labels = [v.labels[INPUT_FRAMES:] for v in videos]
     flat = np.concatenate(labels)
     if flat.min() == flat.max():

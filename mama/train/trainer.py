@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 
 from mama import ops
 from mama.config import BASE_WIDTH, DEFAULT_PRESET, INHERITED_FROM_GENERATOR, TrainConfig
-from mama.data.datasets import ClipDataset, VideoBalancedSampler, make_samples
+from mama.data.datasets import ClipDataset, VideoBalancedSampler, check_frame_files, make_samples
 from mama.data.resident import ResidentFrames, fits_on, resident_bytes
 from mama.errors import MamaError
 from mama.evaluate.calibrate import calibrate
@@ -202,6 +202,7 @@ class Trainer:
     def _data(self):
         c = self.cfg
         videos = make_samples(c.dataset, Path(c.data_root), "training")
+        check_frame_files(videos)  # a bad frame is found now, not by a batch hours in
         # `holdout` videos (the fast preset's last one) are kept out of training for validation and
         # calibration, when there are enough to spare; the paper preset trains on all of them.
         held = c.holdout if len(videos) > c.holdout + 1 else 0
