@@ -158,11 +158,15 @@ def check_output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
-def check_output_file(path: str | os.PathLike, flag: str) -> Path:
-    """`path` may be written as a file: it is not a folder, and its folder exists or can be made."""
+def check_output_file(path: str | os.PathLike, flag: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """`path` may be written as a file: it is not a folder, its folder exists or can be made, and
+    its name ends in one of `suffixes` (when given: writers that pick the format by it)."""
     path = Path(path)
     if path.is_dir():
         raise MamaError(f"{flag} {path} is a folder; give the path of the file to write")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise MamaError(f"{flag} {path}: the file's name must end in {' or '.join(suffixes)} (the format is picked by "
+                        f"it), e.g. {flag} {path.with_suffix(suffixes[0]).name}")
     if (blocker := _file_above(path)) is not None:
         raise MamaError(f"{flag} {path}: {blocker} is a file, so {path.name} cannot be written under it; "
                         "give a path in a folder")

@@ -61,7 +61,7 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_calibration(calib, source: str | Path) -> None:
+def check_calibration(calib, source: str | Path, size: int | None = None) -> None:
     """A checkpoint's calibration (mama.evaluate.calibrate) can be used: a finite alarm threshold,
     a smoothing sigma >= 0, finite stream statistics with positive spreads and finite weights.
     `models_from_run` calls it on every run checkpoint that has one, so `mama score` and the
@@ -84,6 +84,12 @@ def check_calibration(calib, source: str | Path) -> None:
                                    "(finite, std > 0 expected)")
     if not (isinstance(weights, dict) and weights and all(_finite(w) and float(w) >= 0 for w in weights.values())):
         raise _damaged(source, f"its calibrated fusion weights {weights!r} are not finite numbers >= 0")
+    background = calib.get("background")
+    if background is not None and size is not None:
+        if not (isinstance(background, Tensor) and tuple(background.shape) == (3, size, size)
+                and bool(background.isfinite().all())):
+            shape = tuple(background.shape) if isinstance(background, Tensor) else type(background).__name__
+            raise _damaged(source, f"its calibrated scene background is {shape}, not a finite (3, {size}, {size}) image")
 
 
 def models_from_run(payload: dict, source: str | Path, need_destroyer: bool) -> tuple[nn.Module, nn.Module | None, dict]:
@@ -91,7 +97,7 @@ def models_from_run(payload: dict, source: str | Path, need_destroyer: bool) -> 
     settings and calibration (when it has one) checked."""
     meta = run_meta(payload, source)
     if payload.get("calibration") is not None:
-        check_calibration(payload["calibration"], source)
+        check_calibration(payload["calibration"], source, meta["size"])
     net_g = build_generator_from_state_dict(payload["net_g"], str(source))
     net_a = build_destroyer_from_state_dict(payload["net_a"], str(source)) if "net_a" in payload else None
     if need_destroyer and net_a is None:

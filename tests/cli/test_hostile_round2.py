@@ -10,6 +10,7 @@ says what it must, and the next run recovers by itself.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import shutil
 import signal
@@ -56,6 +57,10 @@ def world(tiny_run, tmp_path_factory) -> dict[str, Path]:
         write_mat_dataset(w / name, "ped2", [12], cell_gt([[(7, 9)]]), train_frames=(12, 12))
         frame = w / name / "ped2" / split / "frames" / "01" / "8.jpg"
         cv2.imwrite(str(frame), (rng.random((20, 30, 3)) * 255).astype(np.uint8))
+    write_mat_dataset(w / "cut_test", "ped2", [12], cell_gt([[(7, 9)]]), train_frames=(12, 12))
+    cut = w / "cut_test" / "ped2" / "testing" / "frames" / "01" / "11.jpg"  # the last frame, cut short
+    cut.write_bytes(cut.read_bytes()[:100])
+    os.mkfifo(w / "pipe.mp4")
     for name, frames in (("videos", 16), ("short_videos", 12)):
         (w / name).mkdir()
         for i in (1, 2):
@@ -70,11 +75,12 @@ def world(tiny_run, tmp_path_factory) -> dict[str, Path]:
     _checkpoint_with(p["des"], w / "nan_threshold.pt", calib("threshold", float("nan")))
     _checkpoint_with(p["des"], w / "negative_sigma.pt", calib("sigma", -5.0))
     _checkpoint_with(p["des"], w / "zero_std.pt", lambda c: c["calibration"]["stats"]["std"].__setitem__("sse", 0.0))
+    _checkpoint_with(p["des"], w / "small_background.pt", calib("background", torch.zeros(3, 8, 8)))
     _checkpoint_with(p["des"], w / "huge_size.pt", lambda c: c["model"].__setitem__("size", 100000))
     _checkpoint_with(p["des"], w / "unknown_motion.pt", lambda c: c["model"].__setitem__("motion", "raft"))
-    p.update({k: w / k for k in ("afile", "pickled_mask", "empty_mask", "odd_test", "odd_train", "videos", "short_videos", "empty.pt",
+    p.update({k: w / k for k in ("afile", "pickled_mask", "empty_mask", "odd_test", "odd_train", "cut_test", "pipe.mp4", "videos", "short_videos", "empty.pt",
                                  "bare_generator.pt", "nan_threshold.pt", "negative_sigma.pt", "zero_std.pt",
-                                 "huge_size.pt", "unknown_motion.pt")})
+                                 "huge_size.pt", "unknown_motion.pt", "small_background.pt")})
     return p
 
 
@@ -128,6 +134,8 @@ CASES = [
      r"negative_sigma\.pt: its calibrated smoothing sigma is -5\.0, not a number >= 0"),
     ("eval-zero-calibration-std", lambda p, w: _eval(p, "--out", str(w / "e"), ck="zero_std.pt"),
      r"zero_std\.pt: its calibrated statistics of stream sse are mean .*, std 0\.0"),
+    ("eval-calibration-background-of-another-size", lambda p, w: _eval(p, "--out", str(w / "e"), ck="small_background.pt"),
+     r"small_background\.pt: its calibrated scene background is \(3, 8, 8\), not a finite \(3, 32, 32\) image"),
     ("train-generator-without-destroyer-stage", lambda p, w: ["train", *TINY, "--data-root", str(p["root"]), "--generator", str(p["gen"]),
                                                               "--out", str(w / "r")],
      r"--generator is the destroyer stage's frozen generator; the generator stage does not use it: add --stage destroyer"),
@@ -141,6 +149,12 @@ CASES = [
     ("train-videos-too-short-to-validate", lambda p, w: ["train", *TINY, "--dataset", "folder", "--data-root", str(p["short_videos"]),
                                                          "--iters", "1", "--feature-store", "off", "--out", str(w / "r")],
      r"the validation videos \(cam1, cam2\) are too short for pseudo-anomalous \(skip\) clips: each has fewer than 13 frames"),
+    ("eval-last-frame-cut-short", lambda p, w: _eval(p, "--out", str(w / "e"), dataset="ped2", root="cut_test"),
+     r"testing/frames/01/11\.jpg: cannot decode this frame \(truncated or not an image\); replace it"),
+    ("train-on-a-fifo", lambda p, w: ["train", *TINY, "--dataset", "folder", "--data-root", str(p["pipe.mp4"]), "--out", str(w / "r")],
+     r"pipe\.mp4: not a regular file or folder \(a pipe, socket or device\); save the video to a file"),
+    ("verify-a-fifo", lambda p, w: ["data", "verify", "--dataset", "folder", "--data-root", str(p["pipe.mp4"])],
+     r"pipe\.mp4: not a regular file or folder"),
     ("score-camera-negative", lambda p, w: ["score", "--camera", "-1", "--checkpoint", str(p["des"]), "--out", str(w / "s")],
      r"--camera -1: a camera index is 0 or more"),
     ("eval-frame-of-another-size", lambda p, w: _eval(p, "--out", str(w / "e"), "--feature-store", "off", dataset="ped2", root="odd_test"),
@@ -176,7 +190,9 @@ def test_an_output_file_under_a_file_or_onto_a_folder_is_refused(tmp_path):
         check_output_file(tmp_path / "afile" / "o.mp4", "--overlay")
     with pytest.raises(MamaError, match=r"^--overlay .* is a folder; give the path of the file"):
         check_output_file(tmp_path, "--overlay")
-    assert check_output_file(tmp_path / "new" / "o.mp4", "--overlay") == tmp_path / "new" / "o.mp4"
+    with pytest.raises(MamaError, match=r"^--overlay .*o\.txt: the file's name must end in \.mp4 .*e\.g\. --overlay o\.mp4$"):
+        check_output_file(tmp_path / "o.txt", "--overlay", (".mp4",))
+    assert check_output_file(tmp_path / "new" / "o.mp4", "--overlay", (".mp4",)) == tmp_path / "new" / "o.mp4"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # checking creates nothing
 
 
