@@ -174,8 +174,9 @@ def _load_label_file(path: Path, num_frames: int) -> np.ndarray:
     """A per-frame 0/1 label file (.npy or .txt), checked against the video's length."""
     try:
         values = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path, ndmin=1)
-    except (OSError, ValueError) as exc:
-        raise MamaError(f"{path}: cannot read labels ({exc}); write one 0/1 per frame (.npy array or .txt)") from None
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:  # EOFError: an empty .npy
+        reason = str(exc) or ("an empty file" if path.stat().st_size == 0 else type(exc).__name__)
+        raise MamaError(f"{path}: cannot read labels ({reason}); write one 0/1 per frame (.npy array or .txt)") from None
     values = np.asarray(values).ravel()
     if values.size and not np.isin(values, (0, 1)).all():
         raise MamaError(f"{path}: labels must be 0 (normal) or 1 (abnormal), one per frame")

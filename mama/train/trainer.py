@@ -309,7 +309,7 @@ class Trainer:
     def _resume_payload(self) -> dict:
         """The checkpoint to resume from, checked: this stage's, the same settings, more steps to go."""
         c = self.cfg
-        path = Path(c.resume) if c.resume != "latest" else self.run_dir / "latest.pt"
+        path = self._resume_path
         if c.resume == "latest" and not path.is_file():
             raise MamaError(f"--resume latest: {path} does not exist (no run to continue in {self.run_dir}); "
                             "drop --resume to start one, or give the --out of the run to continue")
@@ -328,14 +328,26 @@ class Trainer:
         if payload.get("world_size", 1) != self.rt.world_size:
             raise MamaError(f"{path} was trained by {payload.get('world_size', 1)} processes, this run has "
                             f"{self.rt.world_size}; resume with the same torchrun --nproc_per_node")
-        step = int(payload["step"])
+        step = payload.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not isinstance(payload.get("rng"), dict):
+            raise MamaError(f"{path}: its step ({step!r}) or random state is missing or damaged; resume from another "
+                            "checkpoint of the run (best.pt), or drop --resume")
         if c.iters <= step:
             raise MamaError(f"--iters {c.iters} is not above the step {step} of {path}; give --iters above {step} "
                             "to train on")
         return payload
 
+    @property
+    def _resume_path(self) -> Path:
+        return Path(self.cfg.resume) if self.cfg.resume != "latest" else self.run_dir / "latest.pt"
+
     def _resume(self, payload: dict) -> None:
-        self.load_state(payload)
+        try:
+            self.load_state(payload)
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:  # an entry missing or of another shape
+            detail = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:160]
+            raise MamaError(f"{self._resume_path}: cannot restore the {self.stage} run from it ({detail}); resume from "
+                            "another checkpoint of the run (best.pt), or drop --resume") from None
         self.step = self._last_saved = int(payload["step"])
         self.best = payload.get("best")
         set_rng_state(payload["rng"])
@@ -349,11 +361,12 @@ class Trainer:
         c = self.cfg
         check_output_folder(self.run_dir)
         self._data()
-        payload = self._resume_payload() if c.resume else None
+        if c.resume:  # restored before the run folder is touched: a damaged checkpoint changes nothing there
+            self._resume(self._resume_payload())
         fresh = not self.run_dir.exists()
         with output_folder(self.run_dir, enabled=self.rt.is_main):
             try:
-                return self._run(payload)
+                return self._run()
             except MamaError:
                 # Bad input found while training (a frame read for the first batch, say): a run
                 # folder this run made and that holds no checkpoint yet is removed, not left half-made.
@@ -365,11 +378,9 @@ class Trainer:
             finally:
                 self._release_loader()
 
-    def _run(self, payload: dict | None) -> Path:
+    def _run(self) -> Path:
         c = self.cfg
         self.log = RunLog(self.run_dir, enabled=self.rt.is_main)
-        if payload is not None:
-            self._resume(payload)
         if self.rt.is_main:
             c.save(self.run_dir / f"config_{self.stage}.json")
             if c.select_on_test:

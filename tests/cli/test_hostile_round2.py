@@ -25,7 +25,7 @@ import torch
 
 from mama.cli.app import main
 from tests.cli.test_hostile import TINY, assert_one_error_line
-from tests.data.fixtures import cell_gt, write_mat_dataset, write_video_file
+from tests.data.fixtures import cell_gt, write_frames, write_mat_dataset, write_video_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,6 +61,8 @@ def world(tiny_run, tmp_path_factory) -> dict[str, Path]:
     cut = w / "cut_test" / "ped2" / "testing" / "frames" / "01" / "11.jpg"  # the last frame, cut short
     cut.write_bytes(cut.read_bytes()[:100])
     os.mkfifo(w / "pipe.mp4")
+    write_frames(w / "labelled" / "cam1", 8, rng)
+    (w / "labelled" / "cam1.npy").write_bytes(b"")
     for name, frames in (("videos", 16), ("short_videos", 12)):
         (w / name).mkdir()
         for i in (1, 2):
@@ -78,10 +80,23 @@ def world(tiny_run, tmp_path_factory) -> dict[str, Path]:
     _checkpoint_with(p["des"], w / "small_background.pt", calib("background", torch.zeros(3, 8, 8)))
     _checkpoint_with(p["des"], w / "huge_size.pt", lambda c: c["model"].__setitem__("size", 100000))
     _checkpoint_with(p["des"], w / "unknown_motion.pt", lambda c: c["model"].__setitem__("motion", "raft"))
-    p.update({k: w / k for k in ("afile", "pickled_mask", "empty_mask", "odd_test", "odd_train", "cut_test", "pipe.mp4", "videos", "short_videos", "empty.pt",
+    p.update({k: w / k for k in ("afile", "pickled_mask", "empty_mask", "odd_test", "odd_train", "cut_test", "pipe.mp4", "labelled", "videos", "short_videos", "empty.pt",
                                  "bare_generator.pt", "nan_threshold.pt", "negative_sigma.pt", "zero_std.pt",
                                  "huge_size.pt", "unknown_motion.pt", "small_background.pt")})
     return p
+
+
+def _damaged_run(p, w, edit) -> Path:
+    """A copy of the generator's run folder whose latest.pt `edit` damaged."""
+    run = w / "run"
+    shutil.copytree(p["gen"].parent, run)
+    _checkpoint_with(run / "latest.pt", run / "latest.pt", edit)
+    return run
+
+
+def _resume(p, w, edit):
+    return ["train", *TINY, "--data-root", str(p["root"]), "--out", str(_damaged_run(p, w, edit)), "--resume", "latest",
+            "--iters", "8"]
 
 
 def _eval(p, *extra, ck="des", dataset="synth", root="root"):
@@ -155,6 +170,12 @@ CASES = [
      r"pipe\.mp4: not a regular file or folder \(a pipe, socket or device\); save the video to a file"),
     ("verify-a-fifo", lambda p, w: ["data", "verify", "--dataset", "folder", "--data-root", str(p["pipe.mp4"])],
      r"pipe\.mp4: not a regular file or folder"),
+    ("resume-step-damaged", lambda p, w: _resume(p, w, lambda c: c.__setitem__("step", "four")),
+     r"run/latest\.pt: its step \('four'\) or random state is missing or damaged; resume from another checkpoint"),
+    ("resume-optimiser-missing", lambda p, w: _resume(p, w, lambda c: c.pop("opt_g")),
+     r"run/latest\.pt: cannot restore the generator run from it \(no 'opt_g'\); resume from another checkpoint"),
+    ("verify-empty-label-file", lambda p, w: ["data", "verify", "--dataset", "folder", "--data-root", str(p["labelled"])],
+     r"labelled/cam1\.npy: cannot read labels \(.*\); write one 0/1 per frame"),
     ("score-camera-negative", lambda p, w: ["score", "--camera", "-1", "--checkpoint", str(p["des"]), "--out", str(w / "s")],
      r"--camera -1: a camera index is 0 or more"),
     ("eval-frame-of-another-size", lambda p, w: _eval(p, "--out", str(w / "e"), "--feature-store", "off", dataset="ped2", root="odd_test"),
