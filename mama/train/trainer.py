@@ -184,6 +184,12 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, parts, source: FrameSource | None = None):
         self.cfg = cfg.resolved()
         self.rt: Runtime = setup_runtime(self.cfg.device)
+        # Asked for by name (not by the preset) where they do nothing: an error, not silently dropped.
+        if cfg.compile and self.rt.device.type not in self.compile_devices:
+            raise MamaError(f"--compile compiles the training step on {' or '.join(self.compile_devices)} only (on "
+                            f"{self.rt.device.type} its compile time is not won back); drop --compile, or train on CUDA")
+        if cfg.amp and self.rt.device.type != "cuda":
+            raise MamaError(f"--amp (bf16 autocast) trains on CUDA only; drop --amp to train on {self.rt.device.type}")
         share_cpu(self.rt, self.cfg.num_workers)
         seed_everything(self.cfg.seed + self.rt.rank)  # before any network is initialised
         self.parts = parts if parts is not None else self.build_parts()
