@@ -443,11 +443,10 @@ class Trainer:
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 self.log.close()
-                raise MamaError(
-                    f"{', '.join(bad)} became {values[bad[0]]} at step {step}; the run stopped and "
-                    f"{self.run_dir / 'latest.pt'} (step {self._last_saved}) is the last good checkpoint; "
-                    "lower the learning rate or check the input data"
-                )
+                kept = (f"{self.run_dir / 'latest.pt'} (step {self._last_saved}) is the last good checkpoint"
+                        if (self.run_dir / "latest.pt").is_file() else "no checkpoint was saved yet")
+                raise MamaError(f"{', '.join(bad)} became {values[bad[0]]} at step {step}; the run stopped and {kept}; "
+                                "lower the learning rate or check the input data")
         return steps[-1][1]
 
     def _save_latest(self) -> None:
