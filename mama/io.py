@@ -49,8 +49,9 @@ def cache_folder(name: str) -> Path:
         blocker = next((p for p in (root, *root.parents) if p.exists()), root)
         if blocker.exists() and not blocker.is_dir():
             reason = f"{blocker} is a file"
+        other = ", or run with --feature-store off" if name == "features" else " (video files are decoded once into it)"
         raise MamaError(f"{where}: cannot write the cache there ({reason}); point MAMA_CACHE at a writable folder "
-                        "(e.g. export MAMA_CACHE=/tmp/mama-cache), or run with --feature-store off") from None
+                        f"(e.g. export MAMA_CACHE=/tmp/mama-cache){other}") from None
     sweep_stale(folder, recursive=True)
     _checked_caches.add(folder)
     return folder

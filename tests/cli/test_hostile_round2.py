@@ -339,6 +339,10 @@ def test_a_cache_that_is_a_file_or_cannot_be_written_is_one_line_naming_mama_cac
     _assert_one_line(capsys, r"^error: MAMA_CACHE=.*ro_cache: cannot write the cache there \(Read-only file system\)")
     assert not (tmp_path / "e").exists()
     assert main([*argv[:-2], "--feature-store", "off", "--out", str(tmp_path / "e")]) == 0  # the fix the line gives
+    # Prepared frames need the cache whatever the feature store: the line says so.
+    assert main(["data", "prepare", "--dataset", "folder", "--data-root", str(world["videos"]), "--size", "32"]) == 2
+    _assert_one_line(capsys, r"^error: MAMA_CACHE=.*ro_cache: cannot write the cache there \(Read-only file system\); "
+                             r"point MAMA_CACHE at a writable folder \(.*\) \(video files are decoded once into it\)$")
 
 
 def test_a_full_disk_while_writing_a_shard_says_so_and_the_next_eval_works(world, tmp_path, monkeypatch, capsys):
