@@ -34,11 +34,19 @@ _checked_caches: set[Path] = set()
 def cache_folder(name: str) -> Path:
     """`cache_dir() / name`, created, writable and swept of the temporaries that killed writers
     left (once per process); a cache that cannot be written is one MamaError naming MAMA_CACHE."""
-    root = cache_dir()
-    folder = root / name
+    folder = cache_dir() / name
     if folder in _checked_caches:
         return folder
-    where = f"MAMA_CACHE={os.environ['MAMA_CACHE']}" if os.environ.get("MAMA_CACHE") else f"the cache {root}"
+    other = ", or run with --feature-store off" if name == "features" else " (video files are decoded once into it)"
+    writable_folder(folder, "MAMA_CACHE", cache_dir(), "the cache", f"(e.g. export MAMA_CACHE=/tmp/mama-cache){other}")
+    sweep_stale(folder, recursive=True)
+    _checked_caches.add(folder)
+    return folder
+
+
+def writable_folder(folder: Path, env: str, root: Path, what: str, example: str) -> Path:
+    """Create `folder` (under `root`, which `$env` sets) and write a probe file in it; a file in
+    the way, a read-only mount or no permission is one MamaError naming `$env` and the fix."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".probe.{os.getpid()}-", suffix=TEMP_MARK, dir=folder)
@@ -46,14 +54,11 @@ def cache_folder(name: str) -> Path:
         os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        blocker = next((p for p in (root, *root.parents) if p.exists()), root)
-        if blocker.exists() and not blocker.is_dir():
+        if (blocker := _file_above(folder / "x")) is not None:
             reason = f"{blocker} is a file"
-        other = ", or run with --feature-store off" if name == "features" else " (video files are decoded once into it)"
-        raise MamaError(f"{where}: cannot write the cache there ({reason}); point MAMA_CACHE at a writable folder "
-                        f"(e.g. export MAMA_CACHE=/tmp/mama-cache){other}") from None
-    sweep_stale(folder, recursive=True)
-    _checked_caches.add(folder)
+        where = f"{env}={os.environ[env]}" if os.environ.get(env) else f"{what} {root}"
+        raise MamaError(f"{where}: cannot write {what} there ({reason}); point {env} at a writable folder "
+                        f"{example}") from None
     return folder
 
 

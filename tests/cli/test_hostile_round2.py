@@ -402,3 +402,14 @@ def test_temporaries_of_killed_cache_writers_are_swept_and_live_ones_kept(world,
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_weights_dir_that_cannot_be_written_is_one_line_naming_mama_weights(world, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MAMA_WEIGHTS", str(world["afile"] / "weights"))
+    before = sorted(p.name for p in world["afile"].parent.iterdir())
+    for argv in (["weights", "fetch", "flownet2sd", "--url", "http://127.0.0.1:9/x.pth"],
+                 ["weights", "import", str(world["gen"]), "--name", "flownet2sd"]):
+        assert main(argv) == 2
+        _assert_one_line(capsys, r"^error: MAMA_WEIGHTS=.*afile/weights: cannot write the weights dir there \(.*afile is "
+                                 r"a file\); point MAMA_WEIGHTS at a writable folder")
+    assert sorted(p.name for p in world["afile"].parent.iterdir()) == before
