@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mama.errors import MamaError
-from mama.io import atomic_path
+from mama.io import atomic_path, check_output_file, check_output_folder
 
 # Learning rates and weight decay of the reference code, per dataset.
 # (The destroyer's rate, a_lr there, equals the generator's on every dataset.)
@@ -230,6 +230,9 @@ class EvalOptions:
                             "give one of the two")
 
 
+OVERLAY_SUFFIXES = (".mp4",)  # the overlay video is written as mp4v in an .mp4
+
+
 @dataclass
 class ScoreOptions:
     """`mama score`'s settings (mama.evaluate.score)."""
@@ -250,6 +253,10 @@ class ScoreOptions:
         if self.camera is not None and self.camera < 0:
             raise MamaError(f"--camera {self.camera}: a camera index is 0 or more, e.g. --camera 0")
         check_batch_size(self.batch_size)
+        # Every output path is checked before anything is read or written.
+        check_output_folder(self.out)
+        if self.overlay is not None:
+            check_output_file(self.overlay, "--overlay", OVERLAY_SUFFIXES)
 
 
 def check_batch_size(value: int) -> None:
