@@ -1,7 +1,8 @@
 """The data layer: find the videos of a dataset, read their frames, cut them into clips.
 
 Pure `make_*_samples` functions list one `VideoRecord` per video (frames, labels); they
-never read pixels. `read_frame` / `load_video_frames` read frames as the reference code
+never read pixels (`make_folder_samples`, a user's own footage, reads its frames' headers:
+check_frame_files). `read_frame` / `load_video_frames` read frames as the reference code
 does (OpenCV, BGR, resized, float32 CHW in [-1, 1]); `ClipDataset` serves every window of
 `clip_len` consecutive frames (4 inputs + the target frame); `VideoBalancedSampler` walks
 those clips in the reference code's endless order (batches of distinct videos, clips
@@ -43,6 +44,7 @@ import functools
 import hashlib
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,7 +309,11 @@ def make_folder_samples(path: str | Path) -> list[VideoRecord]:
         records, folder = [_frame_folder_record(path)], path.parent
     else:
         records, folder = _list_videos(path, skip=("labels",)), path
-    return [_with_labels(r, labels) if (labels := _find_labels(r, folder)) is not None else r for r in records]
+    records = [_with_labels(r, labels) if (labels := _find_labels(r, folder)) is not None else r for r in records]
+    # A user's own footage is checked from its frames' headers when listed, so `mama score` refuses
+    # a bad frame before it opens its outputs.
+    check_frame_files(records)
+    return records
 
 
 def make_samples(dataset: str, root: str | Path, split: str) -> list[VideoRecord]:
@@ -396,6 +402,8 @@ def check_frame_files(videos: list["VideoRecord"]) -> None:
     from PIL import Image, UnidentifiedImageError
 
     for video in videos:
+        if video in _frames_checked:
+            continue
         first_shape = None
         for path in video.frames:
             try:
@@ -411,6 +419,10 @@ def check_frame_files(videos: list["VideoRecord"]) -> None:
                 raise _undecodable(path)
             first_shape = first_shape or shape
             _check_shape(path, shape, video.frames[0], first_shape)
+        _frames_checked.add(video)
+
+
+_frames_checked: "weakref.WeakSet[VideoRecord]" = weakref.WeakSet()  # records check_frame_files passed
 
 
 @functools.lru_cache(maxsize=4096)

@@ -61,6 +61,8 @@ def world(tiny_run, tmp_path_factory) -> dict[str, Path]:
     cut = w / "cut_test" / "ped2" / "testing" / "frames" / "01" / "11.jpg"  # the last frame, cut short
     cut.write_bytes(cut.read_bytes()[:100])
     os.mkfifo(w / "pipe.mp4")
+    write_frames(w / "notimage", 8, rng)
+    (w / "notimage" / "8.png").write_text("the last file is not an image")
     write_frames(w / "labelled" / "cam1", 8, rng)
     (w / "labelled" / "cam1.npy").write_bytes(b"")
     for name, frames in (("videos", 16), ("short_videos", 12)):
@@ -80,7 +82,7 @@ def world(tiny_run, tmp_path_factory) -> dict[str, Path]:
     _checkpoint_with(p["des"], w / "small_background.pt", calib("background", torch.zeros(3, 8, 8)))
     _checkpoint_with(p["des"], w / "huge_size.pt", lambda c: c["model"].__setitem__("size", 100000))
     _checkpoint_with(p["des"], w / "unknown_motion.pt", lambda c: c["model"].__setitem__("motion", "raft"))
-    p.update({k: w / k for k in ("afile", "pickled_mask", "empty_mask", "odd_test", "odd_train", "cut_test", "pipe.mp4", "labelled", "videos", "short_videos", "empty.pt",
+    p.update({k: w / k for k in ("afile", "pickled_mask", "empty_mask", "odd_test", "odd_train", "cut_test", "pipe.mp4", "labelled", "notimage", "videos", "short_videos", "empty.pt",
                                  "bare_generator.pt", "nan_threshold.pt", "negative_sigma.pt", "zero_std.pt",
                                  "huge_size.pt", "unknown_motion.pt", "small_background.pt")})
     return p
@@ -193,6 +195,9 @@ CASES = [
      r"--overlay .*o\.txt: the file's name must end in \.mp4 .*e\.g\. --overlay o\.mp4"),
     ("score-out-under-a-file", lambda p, w: ["score", str(p["videos"] / "cam1.mp4"), "--checkpoint", str(p["des"]),
                                              "--out", str(p["afile"] / "o")], r"--out .*afile/o: .*afile is a file"),
+    ("score-frame-folder-whose-last-file-is-not-an-image", lambda p, w: ["score", str(p["notimage"]), "--checkpoint", str(p["des"]),
+                                                                         "--out", str(w / "o")],
+     r"notimage/8\.png: cannot decode this frame \(truncated or not an image\)"),
     ("score-camera-negative", lambda p, w: ["score", "--camera", "-1", "--checkpoint", str(p["des"]), "--out", str(w / "s")],
      r"--camera -1: a camera index is 0 or more"),
     ("eval-frame-of-another-size", lambda p, w: _eval(p, "--out", str(w / "e"), "--feature-store", "off", dataset="ped2", root="odd_test"),
