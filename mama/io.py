@@ -44,10 +44,16 @@ def cache_folder(name: str) -> Path:
     return folder
 
 
-def writable_folder(folder: Path, env: str, root: Path, what: str, example: str) -> Path:
+def writable_folder(folder: Path, env: str, root: Path, what: str, example: str, create: bool = True) -> Path:
     """Create `folder` (under `root`, which `$env` sets) and write a probe file in it; a file in
-    the way, a read-only mount or no permission is one MamaError naming `$env` and the fix."""
+    the way, a read-only mount or no permission is one MamaError naming `$env` and the fix.
+    `create=False`: a folder not there yet is only checked to be creatable (nothing is made)."""
     try:
+        if not create and not folder.exists():
+            existing = next(p for p in folder.parents if p.exists())
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+            return folder
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".probe.{os.getpid()}-", suffix=TEMP_MARK, dir=folder)
         os.close(fd)

@@ -98,10 +98,11 @@ def weights_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mama" / "weights"
 
 
-def writable_weights_dir() -> Path:
-    """The weights dir, created and checked writable (a MamaError naming MAMA_WEIGHTS if not)."""
+def writable_weights_dir(create: bool = True) -> Path:
+    """The weights dir, created (or, without `create`, only checked creatable) and checked
+    writable: a MamaError naming MAMA_WEIGHTS if not."""
     return writable_folder(weights_dir(), "MAMA_WEIGHTS", weights_dir(), "the weights dir",
-                           "(e.g. export MAMA_WEIGHTS=~/mama-weights)")
+                           "(e.g. export MAMA_WEIGHTS=~/mama-weights)", create)
 
 
 def hub_checkpoints_dir() -> Path:
@@ -232,7 +233,7 @@ def import_weights(path: str | os.PathLike, name: str | None = None) -> Path:
     if not path.is_file():
         raise MamaError(f"{path} does not exist; pass the path of a downloaded weights file")
     entry = entry_for_file(path, name)
-    dest = writable_weights_dir() / entry.file_name  # where it goes is checked before the (slow) verification
+    dest = writable_weights_dir(create=False) / entry.file_name  # checked before the (slow) verification
     verify_file(entry, path)
     with atomic_path(dest) as tmp, open(path, "rb") as src, open(tmp, "wb") as dst:
         while block := src.read(1 << 20):
