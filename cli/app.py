@@ -1,12 +1,14 @@
 """`mama`: the command-line entry point. Each command group lives in its own module."""
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
 
 from mama.cli import data, demo, evaluate, score, train, weights
 from mama.errors import MamaError
+from mama.runtime import exit_code_of
 
 app = typer.Typer(
     help="Video anomaly detection: F2LM generator + Destroyer (Making Anomalies More Anomalous).",
@@ -24,11 +26,31 @@ app.command("score")(score.score)
 app.command("demo")(demo.demo)
 
 
+def _stoppable(command):
+    """A command that a signal stops (a KeyboardInterrupt, or StopRequest's Interrupted) says
+    `interrupted` and exits with 128 + the signal's number (Typer would turn every one into 130)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(exit_code_of(exc)) from None
+
+    return run
+
+
+for _group in (app, data.app, weights.weights_app):
+    for _info in _group.registered_commands:
+        _info.callback = _stoppable(_info.callback)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status.
 
     A user's mistake, a MamaError or a usage error (an unknown option, a value of the wrong
-    type), prints one line, `error: ...`, and returns 2: no traceback. Ctrl-C returns 130.
+    type), prints one line, `error: ...`, and returns 2: no traceback. A stop by signal returns 128 +
+    its number (Ctrl-C 130, SIGTERM 143).
     """
     try:
         code = app(args=argv, prog_name="mama", standalone_mode=False)
@@ -36,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except MamaError as exc:
         return _error(str(exc))
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):  # Typer makes Abort of an EOFError: a reader's bug, not a Ctrl-C
+            raise exc.__cause__ from None
         print("interrupted", file=sys.stderr)
         return 130
     except typer.TyperException as exc:  # click's usage errors (Typer vendors click)

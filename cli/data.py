@@ -14,13 +14,14 @@ from mama.data.datasets import (
     KNOWN_DATASETS,
     SPLITS,
     VideoRecord,
+    check_frame_shape,
     count_video_file_frames,
     decode_image,
     label_intervals,
     make_mat_samples,
     make_samples,
 )
-from mama.config import FRAME_SIZE
+from mama.config import FRAME_SIZE, size_problem
 from mama.errors import MamaError
 
 app = typer.Typer(no_args_is_help=True, help="Check datasets and write the synthetic one.")
@@ -44,12 +45,9 @@ def _check_readable(videos: list[VideoRecord], split: str, progress: Progress) -
             continue
         shape = None
         for frame in video.frames:
-            h, w = decode_image(frame).shape[:2]
-            if shape is None:
-                shape = (h, w)
-            elif (h, w) != shape:
-                raise MamaError(f"{frame}: {w}x{h} pixels, but the video's first frame {video.frames[0].name} is "
-                                f"{shape[1]}x{shape[0]}; replace it with a frame of the camera's size or remove it")
+            image = decode_image(frame)
+            shape = shape or image.shape[:2]
+            check_frame_shape(frame, image, video.frames[0], shape)
             progress.advance(task)
 
 
@@ -105,8 +103,8 @@ def prepare(
     this does it ahead of time and says what it costs on disk."""
     from mama.data.datasets import prepare_video
 
-    if size < 8:
-        raise MamaError(f"--size {size} must be 8 or more")
+    if (problem := size_problem(size)) is not None:
+        raise MamaError(f"--size {size} {problem}; e.g. --size {FRAME_SIZE}")
     splits = ("folder",) if dataset == "folder" else (SPLITS if split is SplitChoice.both else (split.value,))
     files = [v for name in splits for v in make_samples(dataset, data_root, name) if v.video_file is not None]
     total_bytes = total_frames = 0

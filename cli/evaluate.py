@@ -22,7 +22,7 @@ def evaluate(
     weights: Optional[str] = typer.Option(None, help="fusion weights a,b,c[,d] (default: fixed in advance)"),
     fit_weights: bool = typer.Option(False, help="pick the fusion weights on training video (no test labels)"),
     oracle: bool = typer.Option(False, help="also grid-search the weights on TEST labels, as the reference does"),
-    sigma: float = typer.Option(D.sigma, help="Gaussian smoothing of the offline scores (0: none)"),
+    sigma: Optional[float] = typer.Option(None, help=f"Gaussian smoothing of the offline scores (default {D.sigma:g}; 0: none)"),
     batch_size: int = typer.Option(D.batch_size),
     device: str = typer.Option(D.device, help="auto | cpu | cuda"),
     motion_weights: Optional[Path] = typer.Option(None, help="FlowNet weight file (default: the weights dir)"),
@@ -39,6 +39,9 @@ def evaluate(
     protocols = PROTOCOLS if protocol == "all" else (protocol,)
     if any(p not in PROTOCOLS for p in protocols):
         raise MamaError(f"unknown --protocol {protocol!r}; use one of {', '.join(PROTOCOLS)} or all")
+    if sigma is not None and protocols == ("online",):
+        raise MamaError("--sigma smooths the offline protocols (paper, clean); the online protocol uses the causal "
+                        "smoothing calibrated in the checkpoint: drop --sigma, or use --protocol all")
     try:
         w = FusionWeights.parse(weights) if weights else None
     except ValueError as exc:
@@ -46,7 +49,7 @@ def evaluate(
     out = out or checkpoint.parent / f"eval_{dataset}"
     result = run(EvalOptions(dataset=dataset, data_root=data_root, checkpoint=checkpoint, out=out,
                              protocols=protocols, weights=w, fit_weights=fit_weights, oracle=oracle,
-                             sigma=sigma, batch_size=batch_size, device=device, motion_weights=motion_weights,
+                             sigma=D.sigma if sigma is None else sigma, batch_size=batch_size, device=device, motion_weights=motion_weights,
                              label_weights=label_weights, feature_store=feature_store,
                              amp=amp, compile=compile))
     if result:  # under torchrun only rank 0 reports

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mama.errors import MamaError
-from mama.io import atomic_path
+from mama.io import atomic_path, check_output_file, check_output_folder
 
 # Learning rates and weight decay of the reference code, per dataset.
 # (The destroyer's rate, a_lr there, equals the generator's on every dataset.)
@@ -45,6 +45,11 @@ BASE_WIDTH = 64  # the paper's generator / destroyer width
 # 256 x 256 frame; the grid, not the patch side, is kept at other sizes (at 64 x 64, 8-pixel
 # patches: 32-pixel ones would cut the frame in 4 and teach the destroyer to paint quarters).
 PATCH_GRID = 8
+# Bounds of the frame side and the network width, for flags and for what a checkpoint records alike
+# (a frame of 100000 x 100000 would make OpenCV allocate 30 GB before anything fails).
+MAX_FRAME_SIZE = 2048
+MAX_BASE = 512
+SEED_RANGE = 2**32  # numpy's seeds: 0 .. 2**32 - 1
 DEFAULT_PRESET = "paper"
 # What the destroyer stage takes from its generator's run unless given (and then alike).
 INHERITED_FROM_GENERATOR = ("preset", "motion", "labels", "size", "base")
@@ -122,9 +127,8 @@ class TrainConfig:
         c.holdout = self.holdout if self.holdout is not None else preset["holdout"]
         if c.batchnorm not in BATCHNORM_MODES:
             raise MamaError(f"unknown batchnorm mode {c.batchnorm!r}; use one of {', '.join(BATCHNORM_MODES)}")
-        if c.size < PATCH_GRID or c.size % PATCH_GRID:
-            raise MamaError(f"--size {c.size} must be a positive multiple of {PATCH_GRID} (the networks halve it 3 times); "
-                            "e.g. --size 256")
+        if (problem := size_problem(c.size)) is not None:
+            raise MamaError(f"--size {c.size} {problem}; e.g. --size 256")
         c.patch = self.patch or c.size // PATCH_GRID
         if c.size % c.patch:
             raise MamaError(f"patch {c.patch} does not divide --size {c.size}; use a divisor of the frame size")
@@ -134,6 +138,16 @@ class TrainConfig:
                             ("--val-clips", c.val_clips)):
             if not isinstance(value, int) or value < 1:
                 raise MamaError(f"{flag} {value} must be a positive whole number")
+        if (problem := base_problem(c.base)) is not None:
+            raise MamaError(f"--base {c.base} {problem}, e.g. --base {BASE_WIDTH}")
+        if not 0 <= c.seed < SEED_RANGE:
+            raise MamaError(f"--seed {c.seed} must be a whole number from 0 to {SEED_RANGE - 1}, e.g. --seed 0")
+        if c.generator and c.stage != "destroyer":
+            raise MamaError(f"--generator is the destroyer stage's frozen generator; the {c.stage} stage does not use it: "
+                            "add --stage destroyer, or drop --generator")
+        if c.select_on_test and c.dataset == "folder":
+            raise MamaError("--select-on-test validates on test labels, but a folder dataset has no test split; "
+                            "drop --select-on-test (validation then uses pseudo-anomalies, no labels needed)")
         if c.num_workers < 0:
             raise MamaError(f"--num-workers {c.num_workers} must be 0 (load in the main process) or more")
         for flag, value in (("--lr-g", c.lr_g), ("--lr-d", c.lr_d), ("--lr-a", c.lr_a)):
@@ -158,6 +172,22 @@ class TrainConfig:
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
+
+
+def size_problem(size) -> str | None:
+    """What is wrong with a frame side (a flag's or a checkpoint's), or None."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < PATCH_GRID or size % PATCH_GRID:
+        return f"must be a positive multiple of {PATCH_GRID} (the networks halve it 3 times)"
+    if size > MAX_FRAME_SIZE:
+        return f"is above {MAX_FRAME_SIZE} (the paper's frames are {FRAME_SIZE}x{FRAME_SIZE})"
+    return None
+
+
+def base_problem(base) -> str | None:
+    """What is wrong with a network width (a flag's or a checkpoint's), or None."""
+    if isinstance(base, bool) or not isinstance(base, int) or not 1 <= base <= MAX_BASE:
+        return f"must be a whole number from 1 to {MAX_BASE} (the paper's is {BASE_WIDTH})"
+    return None
 
 
 PROTOCOLS = ("paper", "clean", "online")  # mama.evaluate.evaluate
@@ -189,6 +219,18 @@ class EvalOptions:
     def __post_init__(self) -> None:
         if self.feature_store not in ("disk", "off"):
             raise MamaError(f"unknown --feature-store {self.feature_store!r}; use disk or off")
+        if not (math.isfinite(self.sigma) and self.sigma >= 0):
+            raise MamaError(f"--sigma {self.sigma} must be a finite number >= 0 (0: no smoothing), e.g. --sigma 10")
+        check_batch_size(self.batch_size)
+        if self.oracle and "paper" not in self.protocols:
+            raise MamaError(f"--oracle grid-searches the paper protocol's weights, but --protocol {','.join(self.protocols)} "
+                            "does not report it; use --protocol paper or all, or drop --oracle")
+        if self.fit_weights and self.weights is not None:
+            raise MamaError("--fit-weights picks the fusion weights itself, so --weights would be ignored; "
+                            "give one of the two")
+
+
+OVERLAY_SUFFIXES = (".mp4", ".avi")  # the overlay video: mp4v in an .mp4, MJPG in an .avi
 
 
 @dataclass
@@ -223,8 +265,14 @@ class ScoreOptions:
     append: bool = False  # add this run to an --out that holds an earlier one
 
     def __post_init__(self) -> None:
-        """Every range checked before anything is opened or written."""
-        for flag, value in (("--batch-size", self.batch_size), ("--min-duration", self.min_duration),
+        """Every range and output path checked before anything is opened or written."""
+        if self.camera is not None and self.camera < 0:
+            raise MamaError(f"--camera {self.camera}: a camera index is 0 or more, e.g. --camera 0")
+        check_batch_size(self.batch_size)
+        check_output_folder(self.out)
+        if self.overlay is not None:
+            check_output_file(self.overlay, "--overlay", OVERLAY_SUFFIXES)
+        for flag, value in (("--min-duration", self.min_duration),
                             ("--merge-gap", self.merge_gap)):
             if value < 1:
                 raise MamaError(f"{flag} {value} must be a positive whole number")
@@ -245,3 +293,9 @@ class ScoreOptions:
         if self.calibrate_on is not None and self.threshold is not None:
             raise MamaError("--calibrate-on sets the threshold from this camera's footage and --threshold sets it by "
                             "hand; give one of the two")
+
+
+def check_batch_size(value: int) -> None:
+    """`mama eval` and `mama score`: frames per scoring batch."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MamaError(f"--batch-size {value} must be a positive whole number, e.g. --batch-size {SCORE_BATCH}")

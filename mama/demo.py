@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mama.config import TrainConfig
+from mama.config import SEED_RANGE, TrainConfig
 
 
 @dataclass
@@ -38,8 +38,8 @@ def check_options(o: DemoOptions) -> None:
     for flag, value in (("--generator-iters", o.generator_iters), ("--destroyer-iters", o.destroyer_iters)):
         if value < 1:
             raise MamaError(f"{flag} {value} must be a positive whole number")
-    if o.seed < 0:
-        raise MamaError(f"--seed {o.seed} must be 0 or more")
+    if not 0 <= o.seed < SEED_RANGE:
+        raise MamaError(f"--seed {o.seed} must be a whole number from 0 to {SEED_RANGE - 1}, e.g. --seed 0")
     check_output_folder(o.out)
     check_output_folder(o.data_root, "--data-root")
 

@@ -87,14 +87,38 @@ def compile_model(module, device: torch.device, graphs: bool = True, backend: st
     return torch.compile(module, backend=backend, mode=mode)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop by signal that cannot wait (StopRequest's second signal); `signum` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT, *args):
+        super().__init__(*args)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: SIGINT 130, SIGTERM 143
+
+
+def exit_code_of(exc: BaseException | None) -> int:
+    """The exit status of a process stopped by `exc` (an Interrupted or KeyboardInterrupt, or
+    click's Abort made from one): 128 + the signal number; 130 (SIGINT) when unknown."""
+    while exc is not None and not isinstance(exc, KeyboardInterrupt):
+        exc = exc.__cause__ or exc.__context__
+    return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+
+
 class StopRequest:
     """SIGINT/SIGTERM set a flag that a loop checks between units of work (a training step, a
-    frame); a second signal raises KeyboardInterrupt at once, unless `force_on_second` is False
-    (a loop whose units are short: every signal only asks it to stop, so what it has done is
-    always written)."""
+    frame); a second signal raises Interrupted (a KeyboardInterrupt) at once, unless
+    `force_on_second` is False (a loop whose units are short: every signal only asks it to stop,
+    so what it has done is always written); any later one is ignored while the stopped command
+    writes out what it holds. `exit_code`: 128 + the first signal's number (SIGINT 130,
+    SIGTERM 143), for a command that ends because of it."""
 
     def __init__(self, force_on_second: bool = True):
-        self.requested: str | None = None
+        self.requested: str | None = None  # the first signal's name
+        self.signum: int | None = None
+        self.raised = False  # the second signal raised Interrupted
         self.force_on_second = force_on_second
         self._old = {}
 
@@ -104,11 +128,18 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second signal: stop now
-            if self.force_on_second:
-                raise KeyboardInterrupt
+        if self.raised:  # the stop is under way: let it write what it holds
             return
-        self.requested = signal.Signals(signum).name
+        if self.requested:  # a second signal: stop now
+            if not self.force_on_second:
+                return
+            self.raised = True
+            raise Interrupted(self.signum)
+        self.requested, self.signum = signal.Signals(signum).name, int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum if self.signum is not None else signal.SIGINT)
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():

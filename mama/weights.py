@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from mama.errors import MamaError
-from mama.io import atomic_path
+from mama.io import atomic_path, writable_folder
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,13 @@ def weights_dir() -> Path:
     """Where `mama weights` installs files: `$MAMA_WEIGHTS` or `~/.cache/mama/weights`."""
     env = os.environ.get("MAMA_WEIGHTS")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mama" / "weights"
+
+
+def writable_weights_dir(create: bool = True) -> Path:
+    """The weights dir, created (or, without `create`, only checked creatable) and checked
+    writable: a MamaError naming MAMA_WEIGHTS if not."""
+    return writable_folder(weights_dir(), "MAMA_WEIGHTS", weights_dir(), "the weights dir",
+                           "(e.g. export MAMA_WEIGHTS=~/mama-weights)", create)
 
 
 def hub_checkpoints_dir() -> Path:
@@ -226,8 +233,8 @@ def import_weights(path: str | os.PathLike, name: str | None = None) -> Path:
     if not path.is_file():
         raise MamaError(f"{path} does not exist; pass the path of a downloaded weights file")
     entry = entry_for_file(path, name)
+    dest = writable_weights_dir(create=False) / entry.file_name  # checked before the (slow) verification
     verify_file(entry, path)
-    dest = weights_dir() / entry.file_name
     with atomic_path(dest) as tmp, open(path, "rb") as src, open(tmp, "wb") as dst:
         while block := src.read(1 << 20):
             dst.write(block)
@@ -288,9 +295,8 @@ def fetch_weights(name: str, url: str | None = None, timeout: float = 30.0) -> P
     urls = (url,) if url else entry.urls
     if not urls:
         raise MamaError(f"no download URL is known for {entry.name}; {_manual(entry)}")
-    dest = weights_dir() / entry.file_name
+    dest = writable_weights_dir() / entry.file_name
     part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for candidate in urls:
         try:

@@ -1,7 +1,8 @@
 """The data layer: find the videos of a dataset, read their frames, cut them into clips.
 
 Pure `make_*_samples` functions list one `VideoRecord` per video (frames, labels); they
-never read pixels. `read_frame` / `load_video_frames` read frames as the reference code
+never read pixels (`make_folder_samples`, a user's own footage, reads its frames' headers:
+check_frame_files). `read_frame` / `load_video_frames` read frames as the reference code
 does (OpenCV, BGR, resized, float32 CHW in [-1, 1]); `ClipDataset` serves every window of
 `clip_len` consecutive frames (4 inputs + the target frame); `VideoBalancedSampler` walks
 those clips in the reference code's endless order (batches of distinct videos, clips
@@ -39,9 +40,11 @@ Frame files are sorted naturally (2.jpg before 10.jpg).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,8 +188,9 @@ def _load_label_file(path: Path, num_frames: int) -> np.ndarray:
     """A per-frame 0/1 label file (.npy or .txt), checked against the video's length."""
     try:
         values = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path, ndmin=1)
-    except (OSError, ValueError) as exc:
-        raise MamaError(f"{path}: cannot read labels ({exc}); write one 0/1 per frame (.npy array or .txt)") from None
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:  # EOFError: an empty .npy
+        reason = str(exc) or ("an empty file" if path.stat().st_size == 0 else type(exc).__name__)
+        raise MamaError(f"{path}: cannot read labels ({reason}); write one 0/1 per frame (.npy array or .txt)") from None
     values = np.asarray(values).ravel()
     if values.size and not np.isin(values, (0, 1)).all():
         raise MamaError(f"{path}: labels must be 0 (normal) or 1 (abnormal), one per frame")
@@ -306,6 +310,9 @@ def make_folder_samples(path: str | Path) -> list[VideoRecord]:
     path = Path(path)
     if not path.exists():
         raise MamaError(f"{path}: not found; pass a video file, a folder of frames or a folder of videos")
+    if not (path.is_file() or path.is_dir()):
+        raise MamaError(f"{path}: not a regular file or folder (a pipe, socket or device); save the video to a file, "
+                        "or pass a stream by its URL (rtsp://, http://)")
     if path.is_file():
         if not _is_video_file(path):
             raise MamaError(f"{path}: not a video file; pass a {'/'.join(sorted(s[1:] for s in VIDEO_SUFFIXES))} file or a folder of frames")
@@ -314,7 +321,11 @@ def make_folder_samples(path: str | Path) -> list[VideoRecord]:
         records, folder = [_frame_folder_record(path)], path.parent
     else:
         records, folder = _list_videos(path, skip=("labels",)), path
-    return [_with_labels(r, labels) if (labels := _find_labels(r, folder)) is not None else r for r in records]
+    records = [_with_labels(r, labels) if (labels := _find_labels(r, folder)) is not None else r for r in records]
+    # A user's own footage is checked from its frames' headers when listed, so `mama score` refuses
+    # a bad frame before it opens its outputs.
+    check_frame_files(records)
+    return records
 
 
 def make_samples(dataset: str, root: str | Path, split: str) -> list[VideoRecord]:
@@ -369,13 +380,79 @@ def decode_image(path: str | Path) -> np.ndarray:
     truncated = is_jpeg and data.tobytes().rstrip(b"\x00\r\n ")[-2:] != b"\xff\xd9"
     image = None if truncated or data.size == 0 else cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
-        raise MamaError(f"{path}: cannot decode this frame (truncated or not an image); replace it or remove it from the video")
+        raise _undecodable(path)
     return image
 
 
 def read_frame(path: str | Path, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
     """One frame as float32 (3, H, W), BGR, scaled to [-1, 1]."""
     return frame_to_model_range(decode_image(path), size)
+
+
+def check_frame_shape(path: Path, image: np.ndarray, first: Path, first_shape: tuple[int, int]) -> np.ndarray:
+    """A video's frames all have its first frame's size: a frame of another size is bad input (it
+    would be stretched silently), said in one line naming both files. Returns `image`."""
+    _check_shape(path, tuple(image.shape[:2]), first, first_shape)
+    return image
+
+
+def _check_shape(path: Path, shape: tuple[int, int], first: Path, first_shape: tuple[int, int]) -> None:
+    if tuple(shape) != tuple(first_shape):
+        raise MamaError(f"{path}: {shape[1]}x{shape[0]} pixels, but the video's first frame {first.name} is "
+                        f"{first_shape[1]}x{first_shape[0]}; replace it with a frame of the camera's size or remove it")
+
+
+def _undecodable(path: Path) -> MamaError:
+    return MamaError(f"{path}: cannot decode this frame (truncated or not an image); replace it or remove it from the video")
+
+
+def check_frame_files(videos: list["VideoRecord"]) -> None:
+    """Every frame file of the frame-folder videos is an image whose header gives the video's first
+    frame's size, and a JPEG ends with its end marker: read from the files' headers and tails (no
+    pixel is decoded; ~0.2 ms a frame), so a bad frame is found before anything is computed or
+    written, not at the end of an hour of scoring. Video files are read as they are."""
+    from PIL import Image, UnidentifiedImageError
+
+    for video in videos:
+        if video in _frames_checked:
+            continue
+        first_shape = None
+        for path in video.frames:
+            try:
+                with Image.open(path) as image:
+                    shape = (image.height, image.width)
+                with open(path, "rb") as f:
+                    head = f.read(2)
+                    f.seek(max(0, path.stat().st_size - 64))
+                    tail = f.read()
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                raise _undecodable(path) from None
+            if head == b"\xff\xd8" and tail.rstrip(b"\x00\r\n ")[-2:] != b"\xff\xd9":
+                raise _undecodable(path)
+            first_shape = first_shape or shape
+            _check_shape(path, shape, video.frames[0], first_shape)
+        _frames_checked.add(video)
+
+
+_frames_checked: "weakref.WeakSet[VideoRecord]" = weakref.WeakSet()  # records check_frame_files passed
+
+
+@functools.lru_cache(maxsize=4096)
+def _first_frame_shape(path: str) -> tuple[int, int]:
+    return tuple(decode_image(path).shape[:2])
+
+
+def decode_video_frame(video: "VideoRecord", index: int) -> np.ndarray:
+    """Frame `index` of a frame-folder video, decoded (uint8 BGR) and checked to have the size of
+    the video's first frame (check_frame_shape)."""
+    path, first = video.frames[index], video.frames[0]
+    image = decode_image(path)
+    return check_frame_shape(path, image, first, image.shape[:2] if index == 0 else _first_frame_shape(str(first)))
+
+
+def read_video_frame(video: "VideoRecord", index: int, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
+    """Frame `index` of a frame-folder video as float32 (3, H, W), BGR in [-1, 1], its size checked."""
+    return frame_to_model_range(decode_video_frame(video, index), size)
 
 
 def _decode_video_file(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -398,8 +475,8 @@ def iter_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE):
     """The frames of a video one at a time, float32 (3, H, W) BGR in [-1, 1], decoded as they
     are read (a video file is never held whole)."""
     if video.video_file is None:
-        for path in video.frames:
-            yield read_frame(path, size)
+        for index in range(video.num_frames):
+            yield read_video_frame(video, index, size)
         return
     capture = cv2.VideoCapture(str(video.video_file))
     try:
@@ -421,12 +498,26 @@ def iter_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE):
 # ---------------------------------------------------------------------------------------
 def prepared_path(video: VideoRecord, size: tuple[int, int]) -> Path:
     """Where a video file's prepared frames live: $MAMA_CACHE/frames/<name>-<digest>-<H>x<W>.npy."""
-    from mama.io import cache_dir
+    from mama.io import cache_folder
 
     source = Path(video.source).resolve()
     st = source.stat()
     digest = hashlib.sha1(f"{source}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir() / "frames" / f"{video.name}-{digest}-{size[0]}x{size[1]}.npy"
+    return cache_folder("frames") / f"{video.name}-{digest}-{size[0]}x{size[1]}.npy"
+
+
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a C-order .npy whose size fits its header; ValueError if not."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if fortran:
+        raise ValueError("Fortran order")
+    if path.stat().st_size != offset + int(np.prod(shape)) * dtype.itemsize:
+        raise ValueError("size does not fit the header (truncated?)")
+    return shape, dtype, offset
 
 
 def prepare_video(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> Path:
@@ -435,9 +526,14 @@ def prepare_video(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> P
     from mama.io import atomic_path
 
     path = prepared_path(video, size)
-    if path.is_file():
-        return path
     height, width = size
+    if path.is_file():
+        try:
+            shape, dtype, _ = _npy_layout(path)
+            if shape == (video.num_frames, height, width, 3) and dtype == np.uint8:
+                return path
+        except (OSError, ValueError, SyntaxError):  # zeroed, truncated or not an .npy: prepared again
+            pass
     with atomic_path(path, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(video.num_frames, height, width, 3))
         capture = cv2.VideoCapture(str(video.video_file))
@@ -463,12 +559,11 @@ class PreparedFrames:
     memory does not grow with the video's length however much of it is read."""
 
     def __init__(self, path: Path):
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            self.offset = f.tell()
-        if fortran or dtype != np.uint8 or len(shape) != 4:
+        try:
+            shape, dtype, self.offset = _npy_layout(path)
+        except (OSError, ValueError, SyntaxError):
+            shape, dtype = (), None
+        if dtype != np.uint8 or len(shape) != 4:
             raise MamaError(f"{path}: not prepared frames (uint8 (T, H, W, 3)); delete it and it is prepared again")
         self.path, self.shape = path, shape
         self.frame_bytes = int(np.prod(shape[1:]))
@@ -499,7 +594,7 @@ def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) 
         if len(frames) != video.num_frames:
             raise MamaError(f"{video.video_file}: decoded {len(frames)} frames, listed {video.num_frames}; the file changed, list the dataset again")
         return frames
-    return np.stack([read_frame(p, size) for p in video.frames])
+    return np.stack([read_video_frame(video, i, size) for i in range(video.num_frames)])
 
 
 def read_video_frames(video: VideoRecord, indices, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
@@ -508,7 +603,7 @@ def read_video_frames(video: VideoRecord, indices, size: tuple[int, int] = DEFAU
     indices = np.asarray(indices, dtype=np.int64)
     if video.video_file is not None:
         return PreparedFrames(prepare_video(video, size)).read(indices)
-    return np.stack([read_frame(video.frames[i], size) for i in indices])
+    return np.stack([read_video_frame(video, int(i), size) for i in indices])
 
 
 def background_indices(num_frames: int) -> np.ndarray:
@@ -576,7 +671,7 @@ class ClipDataset(Dataset):
             if video not in self._prepared:
                 self._prepared[video] = PreparedFrames(prepare_video(record, self.size))
             return self._prepared[video].read_uint8(list(indices))
-        return np.stack([resize_frame(decode_image(record.frames[i]), self.size) for i in indices])
+        return np.stack([resize_frame(decode_video_frame(record, int(i)), self.size) for i in indices])
 
     def frames(self, video: int, indices) -> np.ndarray:
         """Frames `indices` of video `video`, float32 (N, 3, H, W) in [-1, 1] at the dataset's size."""

@@ -36,9 +36,10 @@ import cv2
 import numpy as np
 import scipy.io
 
+from mama.config import SEED_RANGE
 from mama.data.datasets import label_intervals
 from mama.errors import MamaError
-from mama.io import atomic_path
+from mama.io import atomic_path, check_output_folder
 
 # Defaults: small enough that the CPU demo (train a small generator and destroyer, evaluate)
 # runs in minutes on 2 cores; the dataset itself is written in a few seconds.
@@ -665,14 +666,15 @@ def _check_args(out_root: Path, name: str, seed: int, size: int, n_train: int, n
         raise MamaError(f"{target}: dataset name {name!r} must be a plain folder name (e.g. 'synth')")
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise MamaError(f"{target}: size {size} is out of range; use {MIN_SIZE}..{MAX_SIZE}")
-    if seed < 0:
-        raise MamaError(f"{target}: seed {seed} must be >= 0")
+    if not 0 <= seed < SEED_RANGE:
+        raise MamaError(f"{target}: seed {seed} must be >= 0 and below 2**32")
     if n_train < 1 or n_test < 1:
         raise MamaError(f"{target}: needs at least 1 training and 1 test video (got {n_train}, {n_test})")
     if frames < MIN_FRAMES:
         raise MamaError(f"{target}: {frames} frames per video is too few; use at least {MIN_FRAMES}")
     if out_root.exists() and not out_root.is_dir():
         raise MamaError(f"{out_root}: output root is a file, not a folder; choose another output folder")
+    check_output_folder(out_root, "--out")
 
 
 def write_dataset(out_root: Path, name: str = "synth", seed: int = 0, size: int = DEFAULT_SIZE,

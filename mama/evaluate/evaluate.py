@@ -18,7 +18,7 @@ import numpy as np
 
 from mama import metrics
 from mama.config import PROTOCOLS, EvalOptions  # noqa: F401  (PROTOCOLS: the CLI's choices)
-from mama.data.datasets import make_samples
+from mama.data.datasets import check_frame_files, make_samples
 from mama.errors import MamaError
 from mama.evaluate.calibrate import effective_weights, scene_background
 from mama.evaluate.engine import Scorer
@@ -31,11 +31,11 @@ from mama.evaluate.fusion import (
     fuse_online,
     search_weights,
 )
-from mama.evaluate.localisation import localisation, mask_dir
+from mama.evaluate.localisation import check_masks, localisation, mask_dir
 from mama.evaluate.streams import sharded_video_streams
 from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator
 from mama.features.registry import build_extractor
-from mama.io import cache_dir, check_output_folder, output_folder
+from mama.io import cache_folder, check_output_folder, output_folder
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
 from mama.runtime import setup_runtime, teardown_runtime
@@ -100,6 +100,7 @@ def evaluate(opts: EvalOptions) -> dict:
             f"test videos {', '.join(unlabeled[:5])} of {opts.data_root}/{opts.dataset} have no labels; "
             "`mama eval` needs ground truth (use `mama score` to score unlabeled video)"
         )
+    check_frame_files(videos)  # a bad frame is found before the scoring, not at its end
     labels = [v.labels[INPUT_FRAMES:] for v in videos]
     flat = np.concatenate(labels)
     if flat.min() == flat.max():
@@ -107,8 +108,9 @@ def evaluate(opts: EvalOptions) -> dict:
             f"every scored test frame of {opts.data_root}/{opts.dataset} is {'abnormal' if flat[0] else 'normal'} "
             f"(the first {INPUT_FRAMES} frames of each video are never scored); frame-level AUC needs both kinds"
         )
+    with_masks = net_a is not None and check_masks(mask_dir(opts.data_root, opts.dataset), videos)
     scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size, amp=opts.amp, compile=opts.compile,
-                    feature_dir=cache_dir() / "features" if opts.feature_store == "disk" else None)
+                    feature_dir=cache_folder("features") if opts.feature_store == "disk" else None)
     streams = sharded_video_streams(rt, scorer, videos, size, description="test videos")
     calib = payload.get("calibration")
     selected_on_test = bool(payload.get("config", {}).get("select_on_test", False))
@@ -166,10 +168,7 @@ def evaluate(opts: EvalOptions) -> dict:
                               lambda v, ww, s: fuse_online(v, ww, stats, s), selected_on_test)
     ablation_weights = fitted.get("generator+destroyer", base_weights)
     ablation = stream_ablation(streams, labels, ablation_weights, opts.sigma)
-    local = None
-    masks = mask_dir(opts.data_root, opts.dataset)
-    if net_a is not None and masks.is_dir() and all((masks / f"{v.name}.npy").is_file() for v in videos):
-        local = localisation(scorer, videos, size, masks)
+    local = localisation(scorer, videos, size, mask_dir(opts.data_root, opts.dataset)) if with_masks else None
     result = {
         "dataset": opts.dataset,
         "checkpoint": str(opts.checkpoint),

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from mama.data.datasets import VideoRecord
+from mama.errors import MamaError
 from mama.evaluate.engine import Scorer
 from mama.evaluate.streams import scoring_inputs
 from mama.features.clips import INPUT_FRAMES
@@ -28,10 +29,34 @@ def mask_dir(data_root: str | Path, dataset: str) -> Path:
     return Path(data_root) / dataset / "testing" / "pixel_masks"
 
 
+def read_mask_file(path: Path, num_frames: int, mmap: bool = False) -> np.ndarray:
+    """A video's (T, H, W) 0/1 pixel masks; a file that is empty, pickled, of another shape or
+    not numeric is one MamaError naming it (`mmap`: the header only, for checking up front)."""
+    fix = "re-create it (np.save of a (frames, height, width) 0/1 array) or remove the pixel_masks folder"
+    try:
+        masks = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        reason = "an empty file" if path.stat().st_size == 0 else " ".join(str(exc).split()[:8]) or type(exc).__name__
+        raise MamaError(f"{path}: cannot read these pixel masks ({reason}); {fix}") from None
+    if masks.ndim != 3 or masks.shape[0] != num_frames or not (masks.dtype == bool or np.issubdtype(masks.dtype, np.number)):
+        raise MamaError(f"{path}: pixel masks of shape {masks.shape} and type {masks.dtype}, but the video has "
+                        f"{num_frames} frames: (frames, height, width) numbers expected; {fix}")
+    return masks
+
+
+def check_masks(folder: Path, videos: list[VideoRecord]) -> bool:
+    """Whether every test video has a pixel mask file (then each is checked, before any scoring)."""
+    if not (folder.is_dir() and all((folder / f"{v.name}.npy").is_file() for v in videos)):
+        return False
+    for v in videos:
+        read_mask_file(folder / f"{v.name}.npy", v.num_frames, mmap=True)
+    return True
+
+
 def load_masks(folder: Path, video: VideoRecord, size: int) -> np.ndarray:
     """(T-4, size, size) bool masks of the scored frames; a pixel is anomalous when at least
     half of its area is (masks are resized from the dataset's own resolution)."""
-    masks = np.load(folder / f"{video.name}.npy", allow_pickle=False)[INPUT_FRAMES:]
+    masks = read_mask_file(folder / f"{video.name}.npy", video.num_frames)[INPUT_FRAMES:]
     return np.stack([cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5 for m in masks])
 
 

@@ -33,6 +33,7 @@ from mama.data.datasets import VideoRecord, background_indices, make_samples, re
 from mama.evaluate.calibrate import effective_weights
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online, search_weights
+from mama.errors import MamaError
 from mama.evaluate.streams import video_streams
 from mama.features.clips import INPUT_FRAMES
 from mama.features.extractor import FeatureExtractor
@@ -69,6 +70,23 @@ def _paste_moving_patch(frames: np.ndarray, patch: np.ndarray, rng: np.random.Ge
     return out
 
 
+def _picks(videos: list[VideoRecord]) -> np.ndarray:
+    """The videos the set is drawn from: at most WINDOW_VIDEOS, evenly spaced."""
+    return np.unique(np.linspace(0, len(videos) - 1, min(len(videos), WINDOW_VIDEOS)).round().astype(int))
+
+
+def check_pseudo_anomalies(videos: list[VideoRecord], kinds: tuple[str, ...]) -> None:
+    """The videos can give a pseudo-anomalous clip of one of `kinds` (a "patch" clip always can; a
+    "skip" clip needs INPUT_FRAMES * SKIP_STRIDE + 1 frames); checked before training, not at the
+    first validation an hour in."""
+    need = INPUT_FRAMES * SKIP_STRIDE + 1
+    if "patch" in kinds or any(videos[i].num_frames >= need for i in _picks(videos)):
+        return
+    names = ", ".join(videos[i].name for i in _picks(videos))
+    raise MamaError(f"the validation videos ({names}) are too short for pseudo-anomalous (skip) clips: each has fewer "
+                    f"than {need} frames; use longer training videos")
+
+
 class PseudoAnomalyValidator:
     """A fixed set of normal and pseudo-anomalous training clips, and the AUC between them."""
 
@@ -77,9 +95,10 @@ class PseudoAnomalyValidator:
         if not videos:
             raise ValueError("pseudo-anomaly validation needs at least one training video")
         self.kinds = tuple(kinds)
+        check_pseudo_anomalies(videos, self.kinds)
         self.windows: list[Window] = []
         self.store = FeatureStore(extractor, device=device)
-        picks = np.unique(np.linspace(0, len(videos) - 1, min(len(videos), WINDOW_VIDEOS)).round().astype(int))
+        picks = _picks(videos)
         per_video = max(1, math.ceil(clips_per_kind / len(picks)))
         rng = np.random.default_rng([seed, 20260])
         device = torch.device(device)
@@ -114,7 +133,7 @@ class PseudoAnomalyValidator:
                 y, x = rng.integers(0, size - p + 1, 2)
                 patch = -source[::-1, y : y + p, x : x + p]  # channels reversed, intensity inverted
                 add("patch", _paste_moving_patch(normal, patch, rng), bg)
-        if not any(w.kind != "normal" for w in self.windows):
+        if not any(w.kind != "normal" for w in self.windows):  # check_pseudo_anomalies said so before
             raise ValueError("the training videos are too short to make pseudo-anomalous clips")
 
     @property

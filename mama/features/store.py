@@ -38,8 +38,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from mama.features.base import check_frames
@@ -133,19 +133,33 @@ class ShardDir:
     def path(self, video_key: str, k: int) -> Path:
         return self.dir / video_key / f"chunk{k:06d}.safetensors"
 
-    def load(self, video_key: str, k: int) -> dict[str, Tensor] | None:
+    def _identity(self, video_key: str, k: int) -> dict[str, str]:
+        """What a shard says it is (its safetensors metadata): a shard copied over another's
+        name, or left from another store, does not pass for it."""
+        return {"store": self.dir.name, "video": video_key, "chunk": str(k)}
+
+    def load(self, video_key: str, k: int, counts: dict[str, int] | None = None) -> dict[str, Tensor] | None:
+        """Chunk k of a video, or None when it is absent, unreadable, not this chunk's (its
+        identity differs) or not holding `counts` entries of each name: computed again and rewritten."""
         path = self.path(video_key, k)
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}) != self._identity(video_key, k):
+                    return None
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
         except (SafetensorError, OSError, ValueError):
-            return None  # unreadable: computed again and rewritten
+            return None
+        if any(n and (name not in tensors or len(tensors[name]) != n) for name, n in (counts or {}).items()):
+            return None
+        return tensors
 
     def save(self, video_key: str, k: int, tensors: dict[str, Tensor]) -> None:
         path = self.path(video_key, k)
         with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(tmp))
+            save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(tmp),
+                      metadata=self._identity(video_key, k))
 
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.rglob("*.safetensors"))
@@ -211,7 +225,8 @@ class FeatureStore:
         c, t = ex.chunk, self.source.num_frames(video)
         start, stop, pairs_stop = k * c, min(k * c + c, t), min(k * c + c, t - 1)
         key = self.source.video_key(video) if self.shards is not None else None
-        tensors = self.shards.load(key, k) if key is not None else None
+        counts = {"flows": pairs_stop - start, "labels": stop - start if ex.labels is not None else 0}
+        tensors = self.shards.load(key, k, counts) if key is not None else None
         if tensors is not None:
             self.loaded += 1
         else:

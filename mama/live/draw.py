@@ -12,7 +12,6 @@ from mama.errors import MamaError
 from mama.io import atomic_path
 
 RED, GREEN, WHITE, GREY = (0, 0, 255), (0, 190, 0), (255, 255, 255), (160, 160, 160)
-OVERLAY_SUFFIXES = (".mp4", ".avi")
 
 
 def _fit_text(img: np.ndarray, text: str, origin: tuple[int, int], color, max_width: int) -> None:
@@ -62,19 +61,6 @@ def write_jpeg(path: Path, image: np.ndarray) -> Path:
         if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_JPEG_QUALITY, 90]):
             raise MamaError(f"cannot write {path}; check the folder is writable")
     return path
-
-
-def check_overlay_path(path: Path) -> None:
-    """Before anything is written: a file path with a video suffix, in a folder (or a new one)."""
-    if path.is_dir():
-        raise MamaError(f"--overlay {path} is a folder; give the path of the .mp4 to write")
-    if path.suffix.lower() not in OVERLAY_SUFFIXES:
-        raise MamaError(f"--overlay {path}: give a path ending in .mp4 or .avi")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise MamaError(f"--overlay {path}: {parent} is a file, not a folder; give a path in a folder")
-            break
 
 
 class OverlayVideo:

@@ -49,11 +49,11 @@ from mama.evaluate.fusion import FusionWeights, OnlineFusion, StreamStats  # noq
 from mama.evaluate.maps import AnomalyMapper, downsample_mask, regions  # noqa: E402
 from mama.features.clips import INPUT_FRAMES  # noqa: E402
 from mama.features.registry import build_extractor  # noqa: E402
-from mama.io import atomic_path, check_output_folder, output_folder  # noqa: E402
-from mama.live.draw import OverlayVideo, check_overlay_path, draw_frame, write_jpeg  # noqa: E402
+from mama.io import atomic_path, output_folder  # noqa: E402
+from mama.live.draw import OverlayVideo, draw_frame, write_jpeg  # noqa: E402
 from mama.live.events import EventTracker, FrameScore, iso_time, threshold_for_rate  # noqa: E402
 from mama.live.sinks import EventLog, Webhook, check_webhook  # noqa: E402
-from mama.live.sources import DEFAULT_FPS, FileSource, Frame, Gap, LiveSource, Source, open_sources  # noqa: E402
+from mama.live.sources import DEFAULT_FPS, Frame, Gap, LiveSource, Source, open_sources  # noqa: E402
 from mama.models.build import models_from_run  # noqa: E402
 from mama.models.checkpoint import read_file  # noqa: E402
 from mama.runtime import StopRequest, pick_device  # noqa: E402
@@ -334,9 +334,7 @@ class ScoreRun:
 
     def __init__(self, o: ScoreOptions):
         self.o = o
-        self.out = check_output_folder(o.out)
-        if o.overlay is not None:
-            check_overlay_path(o.overlay)
+        self.out = Path(o.out)  # it and --overlay were checked with the options (ScoreOptions)
         if o.webhook is not None:
             check_webhook(o.webhook)
         earlier = [n for n in OUTPUT_FILES if (self.out / n).exists()]

@@ -51,7 +51,7 @@ KINDS = {
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split()) or type(exc).__name__  # EOFError() of an empty file says nothing
     return text[:160] + ("..." if len(text) > 160 else "")
 
 
@@ -105,13 +105,20 @@ def read_file(path: str | os.PathLike, kind: str = "state_dict") -> dict:
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise MamaError(f"{path} {what}; pass the path of {KINDS[kind]}")
+    if path.stat().st_size == 0:
+        raise MamaError(f"{path}: an empty file (0 bytes; an interrupted copy or download?); pass {KINDS[kind]}")
     payload = _load(path, kind)
     if not isinstance(payload, dict):
         raise MamaError(f"{path}: holds a {type(payload).__name__}, not a state dict; pass {KINDS[kind]}")
     if kind == "run":
         if not isinstance(payload.get("net_g"), dict):
-            raise MamaError(f"{path} has no 'net_g' (generator) entry (it looks like {guess_stage(payload)}); "
-                            f"pass {KINDS[kind]}")
+            looks = guess_stage(payload)
+            if _is_state_dict(payload) and looks != "no known mama or reference model":
+                # A bare state dict holds the weights but not what built them (providers, frame size).
+                raise MamaError(f"{path} is a bare {looks.removeprefix('a ').removesuffix(' checkpoint')} state dict, "
+                                "without the run record (providers, frame size, calibration) around it; "
+                                f"pass {KINDS[kind]}")
+            raise MamaError(f"{path} has no 'net_g' (generator) entry (it looks like {looks}); pass {KINDS[kind]}")
         return {k: strip_module_prefix(v) if _is_state_dict(v) else v for k, v in payload.items()}
     for wrapper in ("state_dict", "model") if kind in ("flownet", "deeplab") else ():
         if isinstance(payload.get(wrapper), dict):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,17 +34,23 @@ from torch.utils.data import DataLoader
 
 from mama import ops
 from mama.config import BASE_WIDTH, DEFAULT_PRESET, INHERITED_FROM_GENERATOR, TrainConfig
-from mama.data.datasets import ClipDataset, VideoBalancedSampler, make_samples
+from mama.data.datasets import ClipDataset, VideoBalancedSampler, check_frame_files, make_samples
 from mama.data.resident import ResidentFrames, fits_on, resident_bytes
 from mama.errors import MamaError
 from mama.evaluate.calibrate import calibrate
 from mama.evaluate.engine import Scorer
-from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator, test_set_auc
+from mama.evaluate.validation import (
+    DESTROYER_KINDS,
+    GENERATOR_KINDS,
+    PseudoAnomalyValidator,
+    check_pseudo_anomalies,
+    test_set_auc,
+)
 from mama.features.clips import INPUT_FRAMES
 from mama.features.extractor import FeatureExtractor
 from mama.features.registry import build_extractor
 from mama.features.store import DatasetSource, FeatureStore, FrameSource, ShardDir
-from mama.io import cache_dir, check_output_folder, output_folder
+from mama.io import cache_folder, check_output_folder, output_folder
 from mama.models.build import models_from_run, run_meta
 from mama.models.checkpoint import read_file, save_checkpoint
 from mama.models.destroyer import Destroyer
@@ -177,6 +184,12 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, parts, source: FrameSource | None = None):
         self.cfg = cfg.resolved()
         self.rt: Runtime = setup_runtime(self.cfg.device)
+        # Asked for by name (not by the preset) where they do nothing: an error, not silently dropped.
+        if cfg.compile and self.rt.device.type not in self.compile_devices:
+            raise MamaError(f"--compile compiles the training step on {' or '.join(self.compile_devices)} only (on "
+                            f"{self.rt.device.type} its compile time is not won back); drop --compile, or train on CUDA")
+        if cfg.amp and self.rt.device.type != "cuda":
+            raise MamaError(f"--amp (bf16 autocast) trains on CUDA only; drop --amp to train on {self.rt.device.type}")
         share_cpu(self.rt, self.cfg.num_workers)
         seed_everything(self.cfg.seed + self.rt.rank)  # before any network is initialised
         self.parts = parts if parts is not None else self.build_parts()
@@ -195,12 +208,20 @@ class Trainer:
     def _data(self):
         c = self.cfg
         videos = make_samples(c.dataset, Path(c.data_root), "training")
+        check_frame_files(videos)  # a bad frame is found now, not by a batch hours in
         # `holdout` videos (the fast preset's last one) are kept out of training for validation and
         # calibration, when there are enough to spare; the paper preset trains on all of them.
         held = c.holdout if len(videos) > c.holdout + 1 else 0
         self.train_videos = videos[: len(videos) - held]
         self.val_videos = videos[len(videos) - held :] or self.train_videos
+        if not c.select_on_test:
+            check_pseudo_anomalies(self.val_videos, GENERATOR_KINDS if self.stage == "generator" else DESTROYER_KINDS)
         self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size))
+        if c.batch_size * self.rt.world_size > len(self.dataset):
+            per = " per process" if self.rt.distributed else ""
+            raise MamaError(f"--batch-size {c.batch_size}{per} is more than the {len(self.dataset)} training clips of "
+                            f"{c.data_root} ({len(self.train_videos)} videos); use --batch-size "
+                            f"{max(1, len(self.dataset) // self.rt.world_size)} or less (the paper's is 4)")
         want = c.resident if c.resident is not None else fits_on(self.rt.device, resident_bytes(self.dataset))
         self.resident = ResidentFrames(self.dataset, self.rt.device) if want else None
         self.store = self._store(DatasetSource(self.dataset, self.rt.device, with_background=self.extractor.needs_background,
@@ -250,14 +271,14 @@ class Trainer:
         if c.feature_store == "disk" and ex.weights_id is not None:
             identity = {"format": 1, **ex.weights_id, "size": c.size, "chunk": ex.chunk, "background": "video-median"}
             budget = FEATURE_BUDGET if self.resident is not None else DISK_MEMORY_BUDGET
-            return FeatureStore(ex, source, self.rt.device, budget, ShardDir(cache_dir() / "features", identity))
+            return FeatureStore(ex, source, self.rt.device, budget, ShardDir(cache_folder("features"), identity))
         return FeatureStore(ex, source, self.rt.device, FEATURE_BUDGET if c.feature_store != "off" else 0)
 
     @property
     def scoring_feature_dir(self) -> Path | None:
         """Where calibration keeps the training videos' scoring features (the destroyer stage and
         `mama eval` read them back), with the disk store."""
-        return cache_dir() / "features" if self.cfg.feature_store == "disk" else None
+        return cache_folder("features") if self.cfg.feature_store == "disk" else None
 
     def _batch_inputs(self, batch):
         clip = batch["clip"].to(self.rt.device, non_blocking=True)
@@ -294,7 +315,7 @@ class Trainer:
     def _resume_payload(self) -> dict:
         """The checkpoint to resume from, checked: this stage's, the same settings, more steps to go."""
         c = self.cfg
-        path = Path(c.resume) if c.resume != "latest" else self.run_dir / "latest.pt"
+        path = self._resume_path
         if c.resume == "latest" and not path.is_file():
             raise MamaError(f"--resume latest: {path} does not exist (no run to continue in {self.run_dir}); "
                             "drop --resume to start one, or give the --out of the run to continue")
@@ -313,14 +334,26 @@ class Trainer:
         if payload.get("world_size", 1) != self.rt.world_size:
             raise MamaError(f"{path} was trained by {payload.get('world_size', 1)} processes, this run has "
                             f"{self.rt.world_size}; resume with the same torchrun --nproc_per_node")
-        step = int(payload["step"])
+        step = payload.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not isinstance(payload.get("rng"), dict):
+            raise MamaError(f"{path}: its step ({step!r}) or random state is missing or damaged; resume from another "
+                            "checkpoint of the run (best.pt), or drop --resume")
         if c.iters <= step:
             raise MamaError(f"--iters {c.iters} is not above the step {step} of {path}; give --iters above {step} "
                             "to train on")
         return payload
 
+    @property
+    def _resume_path(self) -> Path:
+        return Path(self.cfg.resume) if self.cfg.resume != "latest" else self.run_dir / "latest.pt"
+
     def _resume(self, payload: dict) -> None:
-        self.load_state(payload)
+        try:
+            self.load_state(payload)
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:  # an entry missing or of another shape
+            detail = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:160]
+            raise MamaError(f"{self._resume_path}: cannot restore the {self.stage} run from it ({detail}); resume from "
+                            "another checkpoint of the run (best.pt), or drop --resume") from None
         self.step = self._last_saved = int(payload["step"])
         self.best = payload.get("best")
         set_rng_state(payload["rng"])
@@ -334,18 +367,26 @@ class Trainer:
         c = self.cfg
         check_output_folder(self.run_dir)
         self._data()
-        payload = self._resume_payload() if c.resume else None
+        if c.resume:  # restored before the run folder is touched: a damaged checkpoint changes nothing there
+            self._resume(self._resume_payload())
+        fresh = not self.run_dir.exists()
         with output_folder(self.run_dir, enabled=self.rt.is_main):
             try:
-                return self._run(payload)
+                return self._run()
+            except MamaError:
+                # Bad input found while training (a frame read for the first batch, say): a run
+                # folder this run made and that holds no checkpoint yet is removed, not left half-made.
+                if self.log is not None:
+                    self.log.close()
+                if fresh and self.rt.is_main and not any(self.run_dir.glob("*.pt")):
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
             finally:
                 self._release_loader()
 
-    def _run(self, payload: dict | None) -> Path:
+    def _run(self) -> Path:
         c = self.cfg
         self.log = RunLog(self.run_dir, enabled=self.rt.is_main)
-        if payload is not None:
-            self._resume(payload)
         if self.rt.is_main:
             c.save(self.run_dir / f"config_{self.stage}.json")
             if c.select_on_test:
@@ -402,11 +443,10 @@ class Trainer:
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 self.log.close()
-                raise MamaError(
-                    f"{', '.join(bad)} became {values[bad[0]]} at step {step}; the run stopped and "
-                    f"{self.run_dir / 'latest.pt'} (step {self._last_saved}) is the last good checkpoint; "
-                    "lower the learning rate or check the input data"
-                )
+                kept = (f"{self.run_dir / 'latest.pt'} (step {self._last_saved}) is the last good checkpoint"
+                        if (self.run_dir / "latest.pt").is_file() else "no checkpoint was saved yet")
+                raise MamaError(f"{', '.join(bad)} became {values[bad[0]]} at step {step}; the run stopped and {kept}; "
+                                "lower the learning rate or check the input data")
         return steps[-1][1]
 
     def _save_latest(self) -> None:

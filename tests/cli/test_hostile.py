@@ -219,8 +219,13 @@ def test_bad_input_is_one_error_line_and_leaves_nothing(make, pattern, world, tm
     monkeypatch.chdir(tmp_path)  # default output folders land here, where they would be seen
     monkeypatch.setenv("MAMA_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    argv = make(world, tmp_path)
-    before = _tree(tmp_path, world["root"], world["gen"].parent)
+    assert_one_error_line(make(world, tmp_path), pattern, (tmp_path, world["root"], world["gen"].parent), capsys)
+
+
+def assert_one_error_line(argv: list[str], pattern: str, roots, capsys) -> None:
+    """`mama argv` exits 2 with one `error:` line matching `pattern`, no traceback, and nothing
+    under `roots` created, changed or left."""
+    before = _tree(*roots)
     rc = main(argv)
     out, err = capsys.readouterr()
     assert rc == 2, (rc, out, err)
@@ -228,7 +233,7 @@ def test_bad_input_is_one_error_line_and_leaves_nothing(make, pattern, world, tm
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in out + err and "weights_only=False" not in err and "pwned" not in out
-    assert _tree(tmp_path, world["root"], world["gen"].parent) == before  # nothing created, changed or left
+    assert _tree(*roots) == before
 
 
 # ---------------------------------------------------------------------------------------

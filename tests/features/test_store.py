@@ -2,6 +2,7 @@
 written atomically, and reused by a second run, the destroyer stage and a resume."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_shards_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
     real = store_mod.save_file
 
-    def dies(tensors, path):
+    def dies(tensors, path, metadata=None):
         Path(path).write_bytes(b"half")
         raise OSError("killed")
 
@@ -88,6 +89,13 @@ def test_shards_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert third.loaded == 1 and third.computed["labels"] == 0
     assert all(torch.equal(first.labels[k], third.labels[k]) for k in first.labels)
     assert (shards.dir / "identity.json").is_file()
+    # A whole, valid shard under another's name (another video's, another chunk's) is not taken for it.
+    other = shards.path("cam1", 3)
+    other.parent.mkdir(parents=True)
+    shutil.copyfile(path, other)
+    assert shards.load("cam0", 0) is not None and shards.load("cam1", 3) is None and shards.load("cam0", 1) is None
+    # ... nor one that holds fewer entries than the chunk has.
+    assert shards.load("cam0", 0, {"labels": 21}) is None and shards.load("cam0", 0, {"labels": 20}) is not None
 
 
 def test_evaluation_reads_the_test_videos_features_back(tiny_run, tmp_path, monkeypatch):

@@ -202,7 +202,8 @@ def test_wrong_stage_is_named(tmp_path):
 
     flat = tmp_path / "flat_generator.pt"
     torch.save(small_generator(10).state_dict(), flat)
-    with pytest.raises(MamaError, match=re.escape(str(flat)) + r" has no 'net_g' .*looks like a generator checkpoint"):
+    with pytest.raises(MamaError, match=re.escape(str(flat)) + r" is a bare generator state dict, without the run record "
+                       r"\(providers, frame size, calibration\) around it; pass a checkpoint written by `mama train`"):
         read_file(flat, "run")
 
 

@@ -94,10 +94,10 @@ def test_resident_run_fills_the_features_up_front(videos, tmp_path, monkeypatch)
     seen = {}
     real = trainer_mod.Trainer._run
 
-    def spy(self, payload):
+    def spy(self):
         seen["before_first_step"] = dict(self.store.computed)
         seen["frames"] = sum(v.num_frames for v in self.train_videos)
-        return real(self, payload)
+        return real(self)
 
     monkeypatch.setattr(trainer_mod.Trainer, "_run", spy)
     trainer_mod.train(_cfg(videos, tmp_path / "g", iters=2, resident=True, feature_store="memory"))
