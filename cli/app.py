@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mama.cli import data, demo, evaluate, score, train, weights
+from mama.cli import cache, data, demo, evaluate, score, train, weights
 from mama.errors import MamaError
 from mama.runtime import exit_code_of
 
@@ -20,6 +20,7 @@ app = typer.Typer(
 # One module per command (group), in the order `mama --help` shows them.
 app.add_typer(data.app, name="data", help="Check datasets (verify) and write the synthetic one (synth).")
 app.add_typer(weights.weights_app, name="weights", help="List, import or fetch the pretrained weight files.")
+app.add_typer(cache.cache_app, name="cache", help="List what the cache holds (frames, features), or clear it.")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("score")(score.score)

@@ -2,7 +2,7 @@
 a function) goes to the same layer or a lower one, and no modules import each other in a
 circle. The layers, lowest first:
 
-    base        errors, io, config, metrics, runtime
+    base        errors, io, cache, config, metrics, runtime
     ops         reference, ops, kernels/          the custom ops' three faces
     models      models/                           networks, scores, checkpoint files
     weights     weights                           where pretrained files are found
@@ -25,7 +25,7 @@ from pathlib import Path
 import mama
 
 LAYERS = [
-    ("base", ("mama.errors", "mama.io", "mama.config", "mama.metrics", "mama.runtime", "mama")),
+    ("base", ("mama.errors", "mama.io", "mama.cache", "mama.config", "mama.metrics", "mama.runtime", "mama")),
     ("ops", ("mama.reference", "mama.ops", "mama._C", "mama.kernels")),
     ("models", ("mama.models",)),
     ("weights", ("mama.weights",)),

@@ -522,16 +522,40 @@ def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 
 def prepare_video(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> Path:
     """Decode a video file once, frame by frame, into (T, H, W, 3) uint8 BGR frames resized as
-    the reader resizes them, written atomically as .npy; returns its path (kept if it exists)."""
-    from mama.io import atomic_path
+    the reader resizes them, written atomically as .npy; returns its path (kept if it exists).
+    The cache entry is held while it is written (mama.cache)."""
+    from mama.cache import hold
 
     path = prepared_path(video, size)
+    with hold(path):
+        _write_prepared(video, size, path)
+    return path
+
+
+def open_prepared(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> "PreparedFrames":
+    """A video file's prepared frames (prepared first if needed), held in use for as long as the
+    returned reader lives, so `mama cache clear` leaves them alone."""
+    from mama.cache import hold
+
+    path = prepared_path(video, size)
+    entry = hold(path)
+    try:
+        _write_prepared(video, size, path)
+        return PreparedFrames(path, entry)
+    except BaseException:
+        entry.close()
+        raise
+
+
+def _write_prepared(video: VideoRecord, size: tuple[int, int], path: Path) -> None:
+    from mama.io import atomic_path
+
     height, width = size
     if path.is_file():
         try:
             shape, dtype, _ = _npy_layout(path)
             if shape == (video.num_frames, height, width, 3) and dtype == np.uint8:
-                return path
+                return
         except (OSError, ValueError, SyntaxError):  # zeroed, truncated or not an .npy: prepared again
             pass
     with atomic_path(path, suffix=".npy") as tmp:
@@ -551,14 +575,15 @@ def prepare_video(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> P
         del out
         if count != video.num_frames:
             raise MamaError(f"{video.video_file}: decoded {count} frames, listed {video.num_frames}; the file changed, list the dataset again")
-    return path
 
 
 class PreparedFrames:
     """Read frames of a prepared .npy by offset (os.pread): nothing is mapped or kept, so
-    memory does not grow with the video's length however much of it is read."""
+    memory does not grow with the video's length however much of it is read. `hold`, when
+    given, is the cache entry's hold (mama.cache), kept as long as the reader lives."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, hold=None):
+        self._hold = hold
         try:
             shape, dtype, self.offset = _npy_layout(path)
         except (OSError, ValueError, SyntaxError):
@@ -569,8 +594,17 @@ class PreparedFrames:
         self.frame_bytes = int(np.prod(shape[1:]))
         self._fd = None
 
-    def __getstate__(self):  # DataLoader workers open their own descriptor
-        return {**self.__dict__, "_fd": None}
+    def __getstate__(self):  # DataLoader workers open their own descriptor; the parent holds the entry
+        return {**self.__dict__, "_fd": None, "_hold": None}
+
+    def close(self) -> None:
+        """Close the descriptor and let go of the cache entry."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
 
     def read_uint8(self, indices) -> np.ndarray:
         """uint8 (N, H, W, 3) BGR of frames `indices`, as stored."""
@@ -602,7 +636,11 @@ def read_video_frames(video: VideoRecord, indices, size: tuple[int, int] = DEFAU
     files, a video file its prepared frames (prepare_video, done once)."""
     indices = np.asarray(indices, dtype=np.int64)
     if video.video_file is not None:
-        return PreparedFrames(prepare_video(video, size)).read(indices)
+        prepared = open_prepared(video, size)
+        try:
+            return prepared.read(indices)
+        finally:
+            prepared.close()
     return np.stack([read_video_frame(video, int(i), size) for i in indices])
 
 
@@ -669,7 +707,7 @@ class ClipDataset(Dataset):
         record = self.videos[video]
         if record.video_file is not None:
             if video not in self._prepared:
-                self._prepared[video] = PreparedFrames(prepare_video(record, self.size))
+                self._prepared[video] = open_prepared(record, self.size)
             return self._prepared[video].read_uint8(list(indices))
         return np.stack([resize_frame(decode_video_frame(record, int(i)), self.size) for i in indices])
 

@@ -45,6 +45,7 @@ from torch import Tensor
 from mama.features.base import check_frames
 from mama.features.clips import CLIP_LEN, INPUT_FRAMES, ClipInputs
 from mama.features.extractor import FeatureExtractor
+from mama.cache import Hold, hold
 from mama.io import atomic_path
 
 Key = tuple[int, int]
@@ -120,18 +121,34 @@ def record_key(record, frames: int | None = None) -> str:
 class ShardDir:
     """Features on disk: one safetensors file per (video, chunk), written atomically, so a
     killed run leaves each shard whole or absent. The folder is named by a digest of
-    `identity` (what the features depend on), which it also keeps as identity.json."""
+    `identity` (what the features depend on), which it also keeps as identity.json.
+
+    Each video's folder is a cache entry (mama.cache): from its first use until `close()` (or
+    until this object is collected) the store holds it, so `mama cache clear` keeps it."""
 
     def __init__(self, root: str | Path, identity: dict):
         text = json.dumps(identity, sort_keys=True)
         self.dir = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:16]
         self.identity = identity
+        self._holds: dict[str, Hold] = {}
+        self._write_identity()
+
+    def _write_identity(self) -> None:
         if not (self.dir / "identity.json").is_file():
             with atomic_path(self.dir / "identity.json") as tmp:
-                tmp.write_text(json.dumps(identity, indent=1, sort_keys=True))
+                tmp.write_text(json.dumps(self.identity, indent=1, sort_keys=True))
 
     def path(self, video_key: str, k: int) -> Path:
+        if video_key not in self._holds:
+            self._holds[video_key] = hold(self.dir / video_key)
+            self._write_identity()  # a clear may have removed the emptied store's identity
         return self.dir / video_key / f"chunk{k:06d}.safetensors"
+
+    def close(self) -> None:
+        """Let go of the videos this store held."""
+        for entry in self._holds.values():
+            entry.close()
+        self._holds.clear()
 
     def _identity(self, video_key: str, k: int) -> dict[str, str]:
         """What a shard says it is (its safetensors metadata): a shard copied over another's
