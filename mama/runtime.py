@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -123,9 +124,16 @@ class StopRequest:
         self._old = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
+        # Signals reach the main thread only: elsewhere (a server's worker) the owner calls request().
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
+
+    def request(self, reason: str = "request") -> None:
+        """Ask the loop to stop, as a first signal does (from any thread)."""
+        if not self.requested:
+            self.requested = reason
 
     def _handle(self, signum, frame):
         if self.raised:  # the stop is under way: let it write what it holds

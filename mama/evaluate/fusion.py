@@ -173,6 +173,10 @@ class OnlineFusion:
         one = {k: np.asarray([v], dtype=np.float64) for k, v in streams.items()}
         return self.smoother.push(_weighted(one, self.weights, self.norm)[0])
 
+    def restart(self) -> None:
+        """The stream broke (a live source dropped): smooth nothing across the break."""
+        self.smoother.past.clear()
+
 
 def oracle_grid(with_destroyer: bool) -> list[FusionWeights]:
     """The reference code's search grid: a in 0.1..4.8, b > 0, c = 5 - a - b > 0, d in {.25,..,1}."""

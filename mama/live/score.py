@@ -115,12 +115,7 @@ class SourceRun:
                                    float(calib["sigma"]))
         self.tracker = EventTracker(source.name, alarms.threshold, alarms.min_duration, alarms.merge_gap,
                                     alarms.update_interval, run.run_id, self._snapshot)
-        self.ignore = None
-        if alarms.ignore is not None:
-            if alarms.ignore.shape != tuple(source.native):
-                raise MamaError(f"--ignore {run.o.ignore}: {alarms.ignore.shape[1]}x{alarms.ignore.shape[0]} pixels, but "
-                                f"{source.uri} is {source.native[1]}x{source.native[0]}; draw the mask on a frame of this source")
-            self.ignore = downsample_mask(alarms.ignore, (run.size, run.size))
+        self.ignore = downsample_mask(alarms.ignore, (run.size, run.size)) if alarms.ignore is not None else None
         self.segment = None
         self.waiting: dict[int, Frame] = {}  # frames in the current segment not scored yet, by local index
         self.local = 0  # the next frame's index in the current segment
@@ -184,7 +179,8 @@ class SourceRun:
             r.scores.append(score)
             r.lags.append(now - frame.arrived)
             run.csv.writerow([self.source.name, frame.index, f"{frame.media_time:.3f}",
-                              *(f"{row[k]:.9g}" for k in run.scorer.stream_names), f"{score:.9g}", int(alarm)])
+                              *(f"{row[k]:.9g}" for k in run.scorer.stream_names), f"{score:.9g}", int(alarm),
+                              f"{now - frame.arrived:.3f}"])
             self.pictures = {frame.index: (frame, amaps[j])}
             if alarm and (self.peak_picture is None or score > self.peak_picture[0]):
                 self.peak_picture = (score, frame, amaps[j])
@@ -307,6 +303,7 @@ class SourceRun:
         while (batch := self.segment.take(self.run.o.batch_size)) is not None:
             self._emit(*batch)
         self._new_segment(self.background)
+        self.fusion.restart()
 
     def score(self, stop: StopRequest) -> Scored:
         t0 = time.monotonic()
@@ -357,6 +354,11 @@ class ScoreRun:
         try:
             self.calib = self._calibration(payload)
             self.alarms = self._alarms()
+            for source in self.sources:  # before anything is written
+                if self.alarms.ignore is not None and self.alarms.ignore.shape != tuple(source.native):
+                    h, w = self.alarms.ignore.shape
+                    raise MamaError(f"--ignore {o.ignore}: {w}x{h} pixels, but {source.uri} is {source.native[1]}x"
+                                    f"{source.native[0]}; draw the mask on a frame of this source")
         except BaseException:
             for s in self.sources:
                 s.close()
@@ -378,7 +380,7 @@ class ScoreRun:
 
     @property
     def csv_header(self) -> list[str]:
-        return ["video", "frame", "media_time", *self.scorer.stream_names, "score", "alarm"]
+        return ["video", "frame", "media_time", *self.scorer.stream_names, "score", "alarm", "lag"]
 
     def _calibration(self, payload: dict) -> dict:
         o = self.o

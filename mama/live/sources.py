@@ -150,7 +150,10 @@ class LiveSource(Source):
             self.ready.notify()
 
     def _run(self) -> None:
-        index, t0, m0 = 1, self.first.arrived, None
+        # Media time: the stream's own timestamps, counted from the first frame of each
+        # connection and added to the arrival clock at which that connection began (a reopened
+        # stream's timestamps start again), else the arrival clock alone.
+        index, t0, base, m0 = 1, self.first.arrived, 0.0, None
         try:
             while not self.stopping:
                 ok, image = self.capture.read()
@@ -159,12 +162,13 @@ class LiveSource(Source):
                     ms = self.capture.get(cv2.CAP_PROP_POS_MSEC)
                     if ms and ms > 0 and m0 is None:
                         m0 = ms
-                    media = (ms - m0) / 1000 if ms and ms > 0 and m0 is not None else now - t0
+                    media = base + (ms - m0) / 1000 if ms and ms > 0 and m0 is not None else now - t0
                     self._put(Frame(index, image, now, time.time(), media))
                     index += 1
                     continue
                 if self.stopping or not self._reopen(index - 1):
                     return
+                base, m0 = time.monotonic() - t0, None
         finally:
             self.capture.release()
             with self.ready:
