@@ -119,3 +119,17 @@ def regions(amap: np.ndarray, threshold: float, native: tuple[int, int], ignore:
         box = [int(np.floor(x * sx)), int(np.floor(y * sy)), int(np.ceil((x + bw) * sx)), int(np.ceil((y + bh) * sy))]
         found.append((peak, box))
     return [box for _, box in sorted(found, key=lambda pb: -pb[0])]
+
+
+def peak_region(amap: np.ndarray, native: tuple[int, int]) -> list[int]:
+    """The box [x0, y0, x1, y1] (source pixels) of the hottest region of one map, at half its
+    height above the frame's median: where a frame that alarms is most unusual when no region
+    passed the map threshold."""
+    h, w = amap.shape
+    level = float(np.median(amap)) + 0.5 * (float(amap.max()) - float(np.median(amap)))
+    _, labels = cv2.connectedComponents((amap >= level).astype(np.uint8), connectivity=8)
+    ys, xs = np.nonzero(labels == labels.flat[int(np.argmax(amap))])
+    sy, sx = native[0] / h, native[1] / w
+    return [int(np.floor(xs.min() * sx)), int(np.floor(ys.min() * sy)), int(np.ceil((xs.max() + 1) * sx)),
+            int(np.ceil((ys.max() + 1) * sy))]
+

@@ -46,7 +46,7 @@ from mama.errors import MamaError  # noqa: E402
 from mama.evaluate.calibrate import calibrate  # noqa: E402
 from mama.evaluate.engine import Scorer  # noqa: E402
 from mama.evaluate.fusion import FusionWeights, OnlineFusion, StreamStats  # noqa: E402
-from mama.evaluate.maps import AnomalyMapper, downsample_mask, regions  # noqa: E402
+from mama.evaluate.maps import AnomalyMapper, downsample_mask, peak_region, regions  # noqa: E402
 from mama.features.clips import INPUT_FRAMES  # noqa: E402
 from mama.features.registry import build_extractor  # noqa: E402
 from mama.io import atomic_path, output_folder  # noqa: E402
@@ -174,6 +174,8 @@ class SourceRun:
             boxes = regions(amaps[j], run.mapper.threshold, frame.image.shape[:2], self.ignore)
             # With an ignore mask, a frame alarms only where something unusual lies outside it.
             alarm = score > run.alarms.threshold and (self.ignore is None or bool(boxes))
+            if alarm and not boxes:  # an alarm always says where: its hottest region
+                boxes = [peak_region(amaps[j], frame.image.shape[:2])]
             fs = FrameScore(frame.index, frame.wall, frame.media_time, score, alarm, boxes)
             r.indices.append(frame.index)
             r.scores.append(score)
@@ -464,7 +466,7 @@ class ScoreRun:
                     open(out / "events.jsonl", "a") as events_file, \
                     Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.completed} frames"),
                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True,
-                             disable=not sys.stderr.isatty()) as self.bar:
+                             disable=not sys.stderr.isatty(), redirect_stdout=False, redirect_stderr=False) as self.bar:
                 self.csv = csv.writer(self.csv_file)
                 if rows == 0:
                     self.csv.writerow(self.csv_header)

@@ -150,25 +150,20 @@ class LiveSource(Source):
             self.ready.notify()
 
     def _run(self) -> None:
-        # Media time: the stream's own timestamps, counted from the first frame of each
-        # connection and added to the arrival clock at which that connection began (a reopened
-        # stream's timestamps start again), else the arrival clock alone.
-        index, t0, base, m0 = 1, self.first.arrived, 0.0, None
+        # Media time of a live source: seconds since its first frame arrived, on this clock. A
+        # stream's own timestamps are not trusted here: FFmpeg numbers an MJPEG camera's frames
+        # at 25 frames/s whatever it sends, and a reopened stream starts them again.
+        index, t0 = 1, self.first.arrived
         try:
             while not self.stopping:
                 ok, image = self.capture.read()
                 if ok:
                     now = time.monotonic()
-                    ms = self.capture.get(cv2.CAP_PROP_POS_MSEC)
-                    if ms and ms > 0 and m0 is None:
-                        m0 = ms
-                    media = base + (ms - m0) / 1000 if ms and ms > 0 and m0 is not None else now - t0
-                    self._put(Frame(index, image, now, time.time(), media))
+                    self._put(Frame(index, image, now, time.time(), now - t0))
                     index += 1
                     continue
                 if self.stopping or not self._reopen(index - 1):
                     return
-                base, m0 = time.monotonic() - t0, None
         finally:
             self.capture.release()
             with self.ready:

@@ -16,7 +16,8 @@ import pytest
 
 from mama.cli.app import main
 from mama.data.datasets import make_samples
-from mama.evaluate.maps import regions
+from mama.evaluate.maps import peak_region, regions
+from mama.live.draw import _fit_text, draw_frame
 from mama.live.events import EventTracker, FrameScore, offline_events, threshold_for_rate
 from mama.live.sinks import Webhook
 from mama.live.sources import LiveSource
@@ -114,6 +115,26 @@ def test_boxes_are_in_source_pixels_and_the_ignore_mask_removes_its_regions():
     ignore = np.zeros((32, 32), bool)
     ignore[16:, 16:] = True
     assert regions(amap, 1.0, (240, 360), ignore) == boxes[1:]
+
+
+def test_an_alarm_without_a_region_is_boxed_where_the_map_peaks():
+    rng = np.random.default_rng()
+    amap = rng.normal(0, 0.1, (32, 32)).astype(np.float32)
+    y, x = int(rng.integers(4, 26)), int(rng.integers(4, 26))
+    amap[y:y + 3, x:x + 2] += 2.0
+    assert peak_region(amap, (64, 128)) == [4 * x, 2 * y, 4 * (x + 2), 2 * (y + 3)]
+
+
+@pytest.mark.parametrize("width", [96, 128, 360, 1280])
+def test_the_label_fits_the_frame_at_any_size(width):
+    image = np.full((width * 2 // 3, width, 3), 90, np.uint8)
+    label = "entrance-camera-north  123456  12:34:56"
+    drawn = draw_frame(image, np.zeros((32, 32), np.float32), 1.0, [[0, 0, 10, 10]], 123.45, 7.5, label)
+    assert drawn.shape == image.shape and (image == 90).all()  # drawn on a copy
+    scratch = image.copy()
+    assert _fit_text(scratch, f"{label}  score 123.45 / 7.50  ALARM", (4, 20), (0, 0, 255), width - 8) <= width - 8
+    # Nothing drawn in the right margin: the label ends inside the frame.
+    assert (drawn[:40, -1] == 90).all()
 
 
 # ---------------------------------------------------------------------------- webhook
