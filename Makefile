@@ -11,16 +11,17 @@ CSRC   := $(shell find csrc -name '*.cpp' -o -name '*.h')
 
 .PHONY: install test test-triton demo bench clean
 
-$(DEPS): requirements.txt
+$(DEPS):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first and pinned: pip takes these two from this machine's disk.
-	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# torch first and pinned: pip takes these two from this machine's disk. The extension is built
+	# against it, so the build tools come before mama too.
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 "setuptools>=70" wheel ninja
 	touch $@
 
-# --no-build-isolation: the extension must build against the torch installed above.
+# mama in place (editable) with its dependencies and the test tools, all from pyproject.toml's one
+# list; --no-build-isolation: the extension must build against the torch installed above.
 $(BUILT): $(DEPS) setup.py pyproject.toml $(CSRC)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e ".[dev]"
 	touch $@
 
 install: $(BUILT)

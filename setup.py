@@ -1,12 +1,14 @@
-"""Build mama and its C++ extension mama._C (custom ops, CPU kernels) with ninja.
+"""Build mama's packages and its C++ extension mama._C (custom ops, CPU kernels) with ninja.
+The metadata (name, version, dependencies, the `mama` command) is in pyproject.toml.
 
-The extension is compiled against the torch that is already installed, so install with
-`pip install --no-build-isolation -e .` (the Makefile does this).
+The extension is compiled against the torch that is already installed, so build with
+`pip install --no-build-isolation -e .` (the Makefile does this) or `pip wheel
+--no-build-isolation --no-deps .` for a wheel.
 """
 import glob
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -17,19 +19,8 @@ if os.environ.get("MAMA_DEBUG_BUILD"):
     extra_compile_args = {"cxx": ["-O0", "-g", "-std=c++20", "-fopenmp"]}
 
 setup(
-    name="mama",
-    version="0.1.0",
-    description="Video anomaly detection: F2LM generator + Destroyer, with fast custom ops",
-    python_requires=">=3.10",
-    packages=[
-        "mama",
-        "mama.data",
-        "mama.models",
-        "mama.train",
-        "mama.evaluate",
-        "mama.kernels",
-        "mama.cli",
-    ],
+    # Found, not listed; two packages live outside mama/ (the Triton kernels and the CLI).
+    packages=find_packages(include=["mama", "mama.*"]) + ["mama.kernels", "mama.cli"],
     package_dir={"mama.kernels": "kernels", "mama.cli": "cli"},
     ext_modules=[
         CppExtension(
@@ -41,5 +32,4 @@ setup(
         )
     ],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    entry_points={"console_scripts": ["mama = mama.cli.app:cli"]},
 )

@@ -18,6 +18,20 @@ app = typer.Typer(
 )
 
 # One module per command (group), in the order `mama --help` shows them.
+def _version(value: bool) -> None:
+    if value:
+        import mama
+
+        print(f"mama {mama.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print mama's version and exit.")) -> None:
+    """Video anomaly detection: F2LM generator + Destroyer (Making Anomalies More Anomalous)."""
+
+
 app.add_typer(data.app, name="data", help="Check datasets (verify) and write the synthetic one (synth).")
 app.add_typer(weights.weights_app, name="weights", help="List, import or fetch the pretrained weight files.")
 app.add_typer(cache.cache_app, name="cache", help="List what the cache holds (frames, features), or clear it.")

@@ -37,9 +37,11 @@ def score(
     amp: bool = typer.Option(D.amp, "--amp/--no-amp", help="bf16 autocast (CUDA)"),
     compile: bool = typer.Option(D.compile, "--compile/--no-compile", help="torch.compile the networks (CUDA graphs on CUDA)"),
 ) -> None:
-    """Score every frame as it arrives (online protocol: causal, calibrated on normal training
-    video). Alarms are JSON lines on standard output (new / update / end, gap), the moment each
-    happens, with the boxes and a snapshot of where."""
+    """Score every frame as it arrives; alarms (new / update / end) say when and where.
+
+    Online protocol: causal, calibrated on normal training video. Alarms are JSON lines on
+    standard output (new / update / end, gap), the moment each happens, with the boxes and a
+    snapshot of where."""
     from mama.live.score import score_videos
 
     if (input is None) == (camera is None):
