@@ -90,7 +90,7 @@ def is_winograd_shape(conv: nn.Module) -> bool:
 
 
 def use_winograd(conv: nn.Module) -> bool:
-    """Whether F(2x2, 3x3) pays for `conv` on CPU: a Winograd shape and wide enough."""
+    """Whether F(4x4, 3x3) pays for `conv` on CPU: a Winograd shape and wide enough."""
     return (
         is_winograd_shape(conv)
         and conv.out_channels >= WINOGRAD_MIN_OUT_CHANNELS

@@ -399,3 +399,17 @@ def test_an_mp4_with_its_index_at_the_end_over_http_names_the_cause_and_leaves_n
     err = capsys.readouterr().err
     assert "index (moov) at its end" in err and "+faststart" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_footage_unlike_the_calibration_is_flagged_once(anomaly_stream, tiny_run, tmp_path, capsys):
+    # A threshold under every score stands for a camera whose scores sit far above the calibration.
+    assert main(["score", str(anomaly_stream["folder"]), "--checkpoint", str(tiny_run["destroyer"]), "--out",
+                 str(tmp_path / "w"), "--device", "cpu", "--threshold", "-1000"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("looks unlike the footage the model was trained on") == 1 and "--calibrate-on" in err
+    v = json.loads((tmp_path / "w" / "scores.json").read_text())["videos"][0]
+    assert len(v["warnings"]) == 1 and len(v["events"]) == 1
+    # At the checkpoint's own threshold the same footage raises no such warning.
+    assert main(["score", str(anomaly_stream["folder"]), "--checkpoint", str(tiny_run["destroyer"]), "--out",
+                 str(tmp_path / "n"), "--device", "cpu"]) == 0
+    assert "looks unlike" not in capsys.readouterr().err
