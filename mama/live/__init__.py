@@ -1,2 +1,2 @@
-"""Watching a camera: sources, the scoring loop, anomaly maps drawn, events and where they go
-(`mama score`)."""
+"""Watching cameras: sources, the scoring loop, anomaly maps drawn, events and where they go
+(`mama score`), and several cameras with a page and an API (`mama serve`)."""

@@ -331,8 +331,8 @@ class SourceRun:
 class ScoreRun:
     """Everything one `mama score` shares across its sources, checked before anything is written."""
 
-    def __init__(self, o: ScoreOptions):
-        self.o = o
+    def __init__(self, o: ScoreOptions, echo: bool = True):
+        self.o, self.echo = o, echo  # echo: event lines on standard output too
         self.out = Path(o.out)  # it and --overlay were checked with the options (ScoreOptions)
         if o.webhook is not None:
             check_webhook(o.webhook)
@@ -379,6 +379,8 @@ class ScoreRun:
         self.bar = None
         self.tasks: dict[str, int] = {}
         self.listeners: list = []  # called with each SourceRun after each scored batch (mama serve)
+        self.event_listeners: list = []  # called with each event line (mama serve)
+        self.stop: StopRequest | None = None  # while run() runs: request() stops it from another thread
 
     @property
     def csv_header(self) -> list[str]:
@@ -466,11 +468,12 @@ class ScoreRun:
                     open(out / "events.jsonl", "a") as events_file, \
                     Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.completed} frames"),
                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True,
-                             disable=not sys.stderr.isatty(), redirect_stdout=False, redirect_stderr=False) as self.bar:
+                             disable=not (self.echo and sys.stderr.isatty()), redirect_stdout=False, redirect_stderr=False) as self.bar:
                 self.csv = csv.writer(self.csv_file)
                 if rows == 0:
                     self.csv.writerow(self.csv_header)
-                self.log = EventLog(events_file, webhook)
+                self.log = EventLog(events_file, webhook, echo=self.echo)
+                self.log.listeners.extend(self.event_listeners)
                 self.log.write({"type": "run", "run": self.run_id, "time": iso_time(time.time()), "input": summary["input"],
                                 "checkpoint": str(o.checkpoint), "threshold": self.alarms.threshold,
                                 "first_row": rows + 1 if rows else 2}, public=False)
@@ -478,6 +481,7 @@ class ScoreRun:
                 self.t0 = time.monotonic()
                 try:
                     with StopRequest(force_on_second=False) as stop:
+                        self.stop = stop
                         for source in self.sources:
                             self.tasks[source.name] = self.bar.add_task(source.name, total=None, info="")
                             results.append(SourceRun(self, source).score(stop))
