@@ -65,6 +65,11 @@ def score(
         typer.echo(f"webhook {w['url']}: {w['sent']} sent, {w['failed']} failed", err=True)
     typer.echo(f"scores: {out / 'scores.csv'}, {out / 'scores.json'}, {out / 'events.jsonl'}"
                + (f"; overlay: {overlay}" if overlay else ""), err=True)
+    lost = [v["video"] for v in summary["videos"] if v.get("lost")]
+    if lost and not summary["interrupted"]:  # a supervisor (systemd, docker) should restart it
+        typer.echo(f"error: {', '.join(lost)}: the source stopped sending and did not come back after --reconnect "
+                   f"{opts.reconnect} tries; what was read is scored and written to {out}", err=True)
+        raise typer.Exit(1)
     if summary["interrupted"]:
         typer.echo(f"interrupted: what was read is scored and written to {out}", err=True)
         raise typer.Exit(143 if summary["stopped_by"] == "SIGTERM" else 130)

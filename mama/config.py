@@ -290,9 +290,6 @@ class ScoreOptions:
             raise MamaError(f"--false-alarms-per-hour {self.false_alarms_per_hour} must be 0 or more")
         if self.threshold is not None and self.false_alarms_per_hour is not None:
             raise MamaError("--threshold and --false-alarms-per-hour both set the threshold; give one of the two")
-        if self.calibrate_on is not None and self.threshold is not None:
-            raise MamaError("--calibrate-on sets the threshold from this camera's footage and --threshold sets it by "
-                            "hand; give one of the two")
 
 
 def check_batch_size(value: int) -> None:

@@ -40,12 +40,16 @@ def _fits(img: np.ndarray, text: str, max_width: int) -> bool:
 
 
 def draw_frame(image: np.ndarray, amap: np.ndarray | None, map_threshold: float, boxes: list,
-               score: float | None, threshold: float, label: str) -> np.ndarray:
+               score: float | None, threshold: float, label: str, alarm: bool | None = None,
+               ignore: np.ndarray | None = None) -> np.ndarray:
     """A copy of `image` (uint8 BGR, native size) with the anomaly drawn. `amap` (h, w) at the
     model's size is upsampled; pixels glow from half the map threshold up, fully at twice it.
-    `score` None: a frame not scored (warming up)."""
+    `score` None: a frame not scored (warming up). `alarm`: whether the frame alarmed (default:
+    score above threshold); `ignore`: the (H, W) mask that never alarms, drawn dimmed."""
     img = image.copy()
     H, W = img.shape[:2]
+    if ignore is not None and ignore.shape == (H, W):
+        img[ignore] = (img[ignore] * 0.45).astype(np.uint8)
     if amap is not None and np.isfinite(map_threshold) and map_threshold > 0:
         up = cv2.resize(amap.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
         strength = np.clip((up - 0.5 * map_threshold) / (1.5 * map_threshold), 0, 1)
@@ -56,7 +60,8 @@ def draw_frame(image: np.ndarray, amap: np.ndarray | None, map_threshold: float,
     thick = max(1, round(min(H, W) / 200))
     for x0, y0, x1, y1 in boxes:
         cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), RED, thick)
-    alarm = score is not None and score > threshold
+    if alarm is None:
+        alarm = score is not None and score > threshold
     bar_h = max(4, H // 40)
     cv2.rectangle(img, (0, H - bar_h), (W - 1, H - 1), (40, 40, 40), -1)
     if score is not None:

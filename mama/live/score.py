@@ -129,9 +129,12 @@ class SourceRun:
     # ------------------------------------------------------------------ pictures
     def picture(self, frame: Frame, amap, fs: FrameScore | None) -> np.ndarray:
         label = f"{self.source.name}  {frame.index}  {iso_time(frame.wall)[11:19]}"
+        ignore = self.run.alarms.ignore
         if fs is None:
-            return draw_frame(frame.image, None, np.inf, [], None, self.run.alarms.threshold, f"{label}  warming up")
-        return draw_frame(frame.image, amap, self.run.mapper.threshold, fs.boxes, fs.score, self.run.alarms.threshold, label)
+            return draw_frame(frame.image, None, np.inf, [], None, self.run.alarms.threshold, f"{label}  warming up",
+                              ignore=ignore)
+        return draw_frame(frame.image, amap, self.run.mapper.threshold, fs.boxes, fs.score, self.run.alarms.threshold, label,
+                          alarm=fs.alarm, ignore=ignore)
 
     def _snapshot(self, kind: str, event_id: str, fs: FrameScore) -> str | None:
         if fs.frame in self.pictures:
@@ -140,7 +143,8 @@ class SourceRun:
             _, frame, amap = self.peak_picture
         else:
             return None
-        path = self.run.out / "snapshots" / f"{event_id}-{'new' if kind == 'new' else 'peak'}.jpg"
+        # One file per picture: a peak that moves on gets a new file, so a path once sent stays true.
+        path = self.run.out / "snapshots" / f"{event_id}-{'new' if kind == 'new' else 'peak'}-{fs.frame:06d}.jpg"
         return str(write_jpeg(path, self.picture(frame, amap, fs)))
 
     # ------------------------------------------------------------------ scoring
@@ -151,7 +155,8 @@ class SourceRun:
 
     def _add(self, frame: Frame, file: bool):
         """Add a frame to the segment; a file's canonical chunk it completes, if any."""
-        self.waiting[self.local] = frame
+        if self.local >= INPUT_FRAMES:  # a segment's first frames are inputs only: never scored, never waiting
+            self.waiting[self.local] = frame
         self.local += 1
         model = torch.from_numpy(frame_to_model_range(frame.image, (self.run.size, self.run.size)))
         if self.local <= INPUT_FRAMES and self.run.overlay is not None:  # inputs only: drawn as warming up
@@ -171,11 +176,7 @@ class SourceRun:
             frame = self.waiting.pop(t)
             row = {k: float(streams[k][j]) for k in run.scorer.stream_names}
             score = self.fusion.push(row)
-            boxes = regions(amaps[j], run.mapper.threshold, frame.image.shape[:2], self.ignore)
-            # With an ignore mask, a frame alarms only where something unusual lies outside it.
-            alarm = score > run.alarms.threshold and (self.ignore is None or bool(boxes))
-            if alarm and not boxes:  # an alarm always says where: its hottest region
-                boxes = [peak_region(amaps[j], frame.image.shape[:2])]
+            boxes, alarm = self._where(amaps[j], score, frame.image.shape[:2])
             fs = FrameScore(frame.index, frame.wall, frame.media_time, score, alarm, boxes)
             r.indices.append(frame.index)
             r.scores.append(score)
@@ -201,6 +202,22 @@ class SourceRun:
             run.csv_file.flush()
             self.last_flush = now
         run.progress(self)
+
+    def _where(self, amap: np.ndarray, score: float, native: tuple[int, int]) -> tuple[list, bool]:
+        """A frame's boxes and whether it alarms: above the threshold, unless everything unusual
+        in it lies in the ignore mask (its regions above the map threshold, or, when none is,
+        its hottest pixel). An alarm always says where: its regions, else its hottest region."""
+        run = self.run
+        boxes = regions(amap, run.mapper.threshold, native, self.ignore)
+        if score <= run.alarms.threshold:
+            return boxes, False
+        if self.ignore is None or boxes:
+            return boxes or [peak_region(amap, native)], True
+        if regions(amap, run.mapper.threshold, native):  # every region lies in the mask
+            return [], False
+        if self.ignore.flat[int(np.argmax(amap))]:  # no region; its hottest pixel is in the mask
+            return [], False
+        return [peak_region(np.where(self.ignore, amap[~self.ignore].min(), amap), native)], True
 
     def _event(self, line: dict) -> None:
         self.run.log.write(line)
@@ -274,7 +291,15 @@ class SourceRun:
                 self._emit(*batch)
             elif src.finished and not src.queue:
                 break
-        while (batch := self.segment.take(b)) is not None:  # what was read is scored
+        self._score_waiting()  # what was read is scored (or dropped, if it is too late)
+
+    def _score_waiting(self) -> None:
+        """Score what waits in the segment, under the same drop policy as the live loop."""
+        while True:
+            self._catch_up()
+            batch = self.segment.take(self.run.o.batch_size)
+            if batch is None:
+                return
             self._emit(*batch)
 
     def _catch_up(self) -> None:
@@ -302,8 +327,7 @@ class SourceRun:
                 "seconds": round(gap.seconds, 3), "attempts": gap.attempts, "recovered": gap.recovered}
         self.result.gaps.append(line)
         self.run.log.write(line)
-        while (batch := self.segment.take(self.run.o.batch_size)) is not None:
-            self._emit(*batch)
+        self._score_waiting()
         self._new_segment(self.background)
         self.fusion.restart()
 
@@ -425,10 +449,17 @@ class ScoreRun:
         ignore = None
         if o.ignore is not None:
             image = cv2.imread(str(o.ignore), cv2.IMREAD_GRAYSCALE) if o.ignore.is_file() else None
+            if not o.ignore.exists():
+                raise MamaError(f"--ignore {o.ignore}: not found; give a PNG at the source's resolution, white where "
+                                "alarms are never raised")
             if image is None:
                 raise MamaError(f"--ignore {o.ignore}: cannot read this image; give a PNG at the source's resolution, "
                                 "white where alarms are never raised")
             ignore = image > 127
+            if not ignore.any() or ignore.all():
+                raise MamaError(f"--ignore {o.ignore}: {'no pixel is' if not ignore.any() else 'every pixel is'} white, so "
+                                f"it {'ignores nothing' if not ignore.any() else 'would silence every alarm'}; paint white "
+                                "only where alarms are never wanted")
         return Alarms(float(threshold), origin, o.min_duration, o.merge_gap, o.update_interval, ignore)
 
     def _mapper(self) -> AnomalyMapper:
@@ -477,7 +508,8 @@ class ScoreRun:
                 self.log.write({"type": "run", "run": self.run_id, "time": iso_time(time.time()), "input": summary["input"],
                                 "checkpoint": str(o.checkpoint), "threshold": self.alarms.threshold,
                                 "first_row": rows + 1 if rows else 2}, public=False)
-                self.overlay = OverlayVideo(o.overlay, self.sources[0].fps) if o.overlay is not None else None
+                self.overlay = (OverlayVideo(o.overlay, self.sources[0].fps or o.fps or DEFAULT_FPS)
+                                if o.overlay is not None else None)
                 self.t0 = time.monotonic()
                 try:
                     with StopRequest(force_on_second=False) as stop:
@@ -501,6 +533,7 @@ class ScoreRun:
                     "frames_scored": len(r.scores), "first_scored_frame": int(r.indices[0]) if r.indices else None,
                     "scores": [round(float(s), 7) for s in r.scores], "events": r.events, "gaps": r.gaps,
                     "warnings": r.warnings, "frames_per_second": round(len(r.scores) / max(r.seconds, 1e-9), 2),
+                    "lost": bool(r.gaps) and not r.gaps[-1]["recovered"],
                     "lag_seconds": _percentiles(r.lags)})
             summary["event_lines"] = dict(self.log.count)
             summary["webhook"] = webhook.summary() if webhook is not None else None

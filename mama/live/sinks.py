@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 import urllib.error
@@ -34,6 +35,7 @@ class Webhook:
         self.url, self.retries, self.backoff, self.timeout = check_webhook(url), retries, backoff, timeout
         self.queue: queue.Queue = queue.Queue(maxsize=WEBHOOK_QUEUE)
         self.sent = self.failed = self.retried = 0
+        self.last_error = ""
         self.thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self.thread.start()
 
@@ -55,19 +57,29 @@ class Webhook:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     if 200 <= response.status < 300:
                         return True
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
+                    self.last_error = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                self.last_error = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                self.last_error = str(getattr(exc, "reason", exc))
         return False
 
     def _run(self) -> None:
+        failing = False
         while True:
             event = self.queue.get()
             if event is None:
                 return
             if self._send(event):
                 self.sent += 1
+                failing = False
             else:
                 self.failed += 1
+                if not failing:  # said once per run of failures, not per event
+                    print(f"warning: --webhook {self.url}: an event could not be delivered after {self.retries + 1} "
+                          f"tries ({self.last_error}); scoring goes on and failures are counted in scores.json",
+                          file=sys.stderr, flush=True)
+                failing = True
 
     def close(self, wait: float = 10.0) -> None:
         """Send what is queued (up to `wait` seconds), then stop."""

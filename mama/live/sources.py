@@ -9,6 +9,7 @@ written, so a bad input leaves nothing behind.
 from __future__ import annotations
 
 import collections
+import os
 import stat
 import threading
 import time
@@ -22,6 +23,11 @@ import numpy as np
 
 from mama.data.datasets import IMAGE_SUFFIXES, decode_image, make_folder_samples
 from mama.errors import MamaError
+
+# FFmpeg's and OpenCV's own log lines ("[tcp @ 0x...] Connection refused", "[ WARN:0@...]") would
+# interleave with mama's: a failure is said once, by mama, in one line.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FPS = 25.0  # media time of a source that states no frame rate (a folder of frames)

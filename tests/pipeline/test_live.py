@@ -254,11 +254,26 @@ def test_a_known_anomaly_raises_new_while_it_goes_on_with_boxes_on_it(anomaly_st
     assert _lines(capsys.readouterr().out) == []
     ignored = json.loads((tmp_path / "i" / "scores.json").read_text())["videos"][0]
     np.testing.assert_allclose(ignored["scores"], summary["videos"][0]["scores"], atol=1e-6)
-    # A mask of another size is refused before anything is written.
-    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((10, 10), np.uint8))
+    # A mask away from the anomaly changes nothing: the same events as without one.
+    far = np.zeros((64, 64), np.uint8)
+    far[:12, 40:] = 255
+    cv2.imwrite(str(tmp_path / "far.png"), far)
     assert main(["score", str(anomaly_stream["folder"]), "--checkpoint", str(tiny_run["destroyer"]), "--out",
-                 str(tmp_path / "m"), "--device", "cpu", "--ignore", str(tmp_path / "small.png")]) == 2
-    assert "10x10 pixels" in capsys.readouterr().err and not (tmp_path / "m").exists()
+                 str(tmp_path / "f"), "--device", "cpu", "--batch-size", "4", "--min-duration", "2", "--merge-gap", "3",
+                 "--ignore", str(tmp_path / "far.png")]) == 0
+    far_lines = _lines(capsys.readouterr().out)
+    assert [(p["type"], p["frame"], p["boxes"]) for p in far_lines] == [(p["type"], p["frame"], p["boxes"]) for p in printed]
+    # A mask of another size, or one that ignores nothing or everything, is refused before anything is written.
+    small = np.zeros((10, 10), np.uint8)
+    small[:5] = 255
+    cv2.imwrite(str(tmp_path / "small.png"), small)
+    cv2.imwrite(str(tmp_path / "none.png"), np.zeros((64, 64), np.uint8))
+    cv2.imwrite(str(tmp_path / "all.png"), np.full((64, 64), 255, np.uint8))
+    for mask, message in (("small.png", "10x10 pixels"), ("none.png", "ignores nothing"), ("all.png", "every alarm"),
+                          ("missing.png", "not found")):
+        assert main(["score", str(anomaly_stream["folder"]), "--checkpoint", str(tiny_run["destroyer"]), "--out",
+                     str(tmp_path / "m"), "--device", "cpu", "--ignore", str(tmp_path / mask)]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "m").exists()
 
 
 def test_a_second_run_into_the_same_out_appends_or_is_refused(anomaly_stream, tiny_run, tmp_path, capsys):
@@ -287,13 +302,13 @@ def test_a_second_run_into_the_same_out_appends_or_is_refused(anomaly_stream, ti
 class _FastCamera:
     """A capture that gives `frames` as fast as asked (a camera far faster than the scorer)."""
 
-    def __init__(self, frames):
-        self.frames, self.i = frames, 0
+    def __init__(self, frames, interval: float = 0.002):
+        self.frames, self.i, self.interval = frames, 0, interval
 
     def read(self):
         if self.i >= len(self.frames):
             return False, None
-        time.sleep(0.002)
+        time.sleep(self.interval)
         self.i += 1
         return True, self.frames[self.i - 1].copy()
 
@@ -313,16 +328,31 @@ def test_a_slow_scorer_drops_a_live_backlog_and_keeps_up(anomaly_stream, tiny_ru
     source = LiveSource("fast", "fake camera", lambda: camera, reconnect=0, fps=500.0)
     monkeypatch.setattr("mama.live.score.open_sources", lambda *a, **kw: [source])
     out = tmp_path / "d"
+    # The camera ends and is not reopened (--reconnect 0): lost, exit 1, everything read scored.
     assert main(["score", "http://127.0.0.1:9/fake", "--checkpoint", str(tiny_run["destroyer"]), "--out", str(out),
-                 "--device", "cpu", "--batch-size", "2", "--max-lag", "0.2"]) == 0
+                 "--device", "cpu", "--batch-size", "2", "--max-lag", "0.2"]) == 1
     v = json.loads((out / "scores.json").read_text())["videos"][0]
-    assert v["live"] and v["frames"] == len(images)
+    assert v["live"] and v["frames"] == len(images) and v["lost"]
     assert v["dropped"] > 0 and v["frames_scored"] + v["dropped"] < v["frames"]
     # What is scored is never more than about --max-lag plus one computation behind.
     assert v["lag_seconds"]["p95"] < 0.2 + 1.0, v["lag_seconds"]
     rows = (out / "scores.csv").read_text().splitlines()[1:]
     frames = [int(r.split(",")[1]) for r in rows]
     assert frames == sorted(set(frames)) and len(frames) == v["frames_scored"]
+
+
+def test_a_scorer_that_keeps_up_drops_nothing(anomaly_stream, tiny_run, tmp_path, monkeypatch):
+    # 12 s of a 25 frames/s camera, far longer than --max-lag: a scorer that keeps up drops nothing
+    # (a segment's first frames, inputs only, once counted as waiting since the start and forced drops).
+    images = [cv2.imread(str(p)) for p in sorted(anomaly_stream["folder"].glob("*.png"))] * 8
+    source = LiveSource("steady", "fake camera", lambda: _FastCamera(images, interval=0.04), reconnect=0, fps=25.0)
+    monkeypatch.setattr("mama.live.score.open_sources", lambda *a, **kw: [source])
+    out = tmp_path / "k"
+    assert main(["score", "http://127.0.0.1:9/fake", "--checkpoint", str(tiny_run["destroyer"]), "--out", str(out),
+                 "--device", "cpu", "--batch-size", "4", "--max-lag", "3"]) == 1  # 1: the camera ended (lost)
+    v = json.loads((out / "scores.json").read_text())["videos"][0]
+    assert v["dropped"] == 0 and v["frames_scored"] == len(images) - 4, v
+    assert v["lag_seconds"]["p95"] < 3.0
 
 
 def test_a_camera_that_goes_away_and_comes_back_is_reopened_with_a_gap_event(anomaly_stream, tiny_run, tmp_path, capsys):
@@ -352,7 +382,7 @@ def test_a_camera_that_goes_away_and_comes_back_is_reopened_with_a_gap_event(ano
         thread.join(timeout=120)
     finally:
         server.stop()
-    assert not thread.is_alive() and result["rc"] == 0
+    assert not thread.is_alive() and result["rc"] == 1  # given up at the end: exit 1 for a supervisor
     printed = _lines(capsys.readouterr().out)
     gaps = [p for p in printed if p["type"] == "gap"]
     assert [g["recovered"] for g in gaps] == [True, False], gaps
@@ -361,7 +391,7 @@ def test_a_camera_that_goes_away_and_comes_back_is_reopened_with_a_gap_event(ano
     frames = [int(r.split(",")[1]) for r in (out / "scores.csv").read_text().splitlines()[1:]]
     # Frames after the first gap were scored too (a new segment: its first 4 are the clip's inputs).
     assert max(frames) > gaps[0]["frame"] + 4 and gaps[0]["frame"] >= served_before // 2
-    assert v["gaps"] == gaps and v["dropped"] == 0
+    assert v["gaps"] == gaps and v["dropped"] == 0 and v["lost"]
     # Media time goes on across the gap; the events after it are the anomaly's, not the break's.
     rows = [r.split(",") for r in (out / "scores.csv").read_text().splitlines()[1:]]
     media = [float(r[2]) for r in rows]
