@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from mama import weights as registry
 
@@ -28,19 +27,18 @@ def weights_main(ctx: typer.Context) -> None:
 def list_weights() -> None:
     """List the known weight files, whether each is found, and where they are looked for."""
     console = Console()
-    table = Table(title="known weight files")
-    for column in ("name", "file", "status", "path (found, or where it goes)", "sha256 expected", "for"):
-        table.add_column(column, overflow="fold")
+    # A block per file rather than a table: a path does not fit a column of an 80-column terminal.
     for entry in registry.REGISTRY.values():
         found = registry.find_weights(entry.name)
         status = "[green]found[/green]" if found else "[red]missing[/red]"
         path = found or registry.weights_dir() / entry.file_name
-        table.add_row(entry.name, entry.file_name, status, str(path), entry.sha256_text, entry.purpose)
-    console.print(table)
+        console.print(f"[bold]{entry.name}[/bold]  {status}", highlight=False)
+        for key, value in (("for", entry.purpose), ("file", entry.file_name), ("path", path), ("sha256", entry.sha256_text)):
+            console.print(f"  {key:<7}{value}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"searched: weights dir {registry.weights_dir()} (set $MAMA_WEIGHTS to change), "
-                  f"then torch hub cache {registry.hub_checkpoints_dir()}", soft_wrap=True)
+                  f"then torch hub cache {registry.hub_checkpoints_dir()}", highlight=False)
     console.print("install a downloaded file with `mama weights import FILE`, or download one with "
-                  "`mama weights fetch NAME`", soft_wrap=True)
+                  "`mama weights fetch NAME`", highlight=False)
 
 
 @weights_app.command("import")

@@ -1,9 +1,11 @@
 """The one Python face of mama's custom ops.
 
-Every op exists in three implementations with one contract (shared/DESIGN.md §3):
+The registered ops share one contract per op (docs/design.md, "Custom ops"), each with:
   * a plain-PyTorch reference in `mama.reference` (oracle for the tests, and the fallback),
   * a C++ CPU kernel in the extension `mama._C` (csrc/cpu/<op>.cpp),
-  * a Triton kernel for CUDA (mama.kernels.<op>), registered here.
+  * a Triton kernel for CUDA (mama.kernels.<op>), registered here; `winograd_conv3x3` has none
+    (a CPU inference op: on CUDA its reference stands in).
+`patch_noise` and its helpers at the end are plain PyTorch, not registered ops.
 This module defines the public functions, the fake (meta) implementations that let
 torch.compile trace the ops without graph breaks, and autograd over the `_<op>_backward` ops.
 

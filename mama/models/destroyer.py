@@ -2,7 +2,7 @@
 
 "Making Anomalies More Anomalous" (Hong et al., IEEE Access 2024), stage 2. It reads the
 frozen generator's predicted frame and returns a "destroyed" frame (tanh, [-1, 1]); it is
-trained self-supervised on predictions with synthetic patch damage (shared/DESIGN.md §5).
+trained self-supervised on predictions with synthetic patch damage (docs/design.md).
 
 Module (state-dict) layout, the same as the reference code's 'net_a' (base b = 64 there):
 

@@ -1,7 +1,7 @@
 """F2LM generator: future-frame prediction from frames, flow and labels.
 
 "Making Anomalies More Anomalous: Video Anomaly Detection using New Generator and
-Destroyer", Hong, Ahn, Jo, Park, IEEE Access 2024 (shared/DESIGN.md §1, §5).
+Destroyer", Hong, Ahn, Jo, Park, IEEE Access 2024 (docs/design.md).
 
 From 4 past frames the generator predicts frame 5. Three U-Net encoders read the frames
 (12 ch), the flow of the 3 frame pairs (6 ch) and the label maps of the 4 frames

@@ -97,19 +97,36 @@ def leftovers(folder):
 
 # ---- list --------------------------------------------------------------------------------
 
-def test_list_shows_each_file_its_status_hash_and_the_searched_dirs(dirs, capsys):
+def test_list_shows_each_file_its_status_hash_and_the_searched_dirs(dirs, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     weights_dir, hub = dirs
     hub.mkdir(parents=True)
     (hub / DEEPLAB_FILE).write_bytes(b"x")
     assert main(["weights"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│")}
+    rows = _blocks(out)
     assert set(rows) == {"flownet2sd", "flownet2", "deeplabv3_resnet101"}
-    assert "missing" in rows["flownet2sd"] and "FlowNet2-SD_checkpoint.pth.tar" in rows["flownet2sd"]
-    assert "unknown (not verified)" in rows["flownet2sd"]
-    assert "found" in rows["deeplabv3_resnet101"] and str(hub / DEEPLAB_FILE) in rows["deeplabv3_resnet101"]
+    assert "missing" in rows["flownet2sd"] and "file   FlowNet2-SD_checkpoint.pth.tar" in rows["flownet2sd"]
+    assert "sha256 unknown (not verified)" in rows["flownet2sd"]
+    assert "found" in rows["deeplabv3_resnet101"] and f"path   {hub / DEEPLAB_FILE}" in rows["deeplabv3_resnet101"]
     assert "586e9e4e" in rows["deeplabv3_resnet101"]
-    assert str(weights_dir) in out and str(hub) in out
+    assert str(weights_dir) in " ".join(out.split()) and str(hub) in " ".join(out.split())
+    # It fits an 80-column terminal, but for a path longer than a line (kept whole, to copy).
+    assert all(len(line) <= 80 for line in out.splitlines() if not line.startswith("  path")), out
+
+
+def _blocks(out: str) -> dict[str, str]:
+    """`mama weights` output -> {name: its block of lines}."""
+    blocks, name = {}, None
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and ("found" in line.split()[1:2] or "missing" in line.split()[1:2]):
+            name = line.split()[0]
+            blocks[name] = line
+        elif name and line.startswith("  "):
+            blocks[name] += "\n" + line
+        else:
+            name = None
+    return blocks
 
 
 # ---- import ------------------------------------------------------------------------------
@@ -124,7 +141,7 @@ def test_import_verifies_and_installs(dirs, toy, payload, tmp_path, capsys):
     assert leftovers(weights_dir) == ["toy.bin"]
     capsys.readouterr()
     assert main(["weights"]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("│ toy "))
+    row = _blocks(capsys.readouterr().out)["toy"]
     assert "found" in row and "missing" not in row
 
 
