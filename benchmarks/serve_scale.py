@@ -89,21 +89,28 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / "data")
     parser.add_argument("--seconds", type=float, default=45.0)
     parser.add_argument("--long-minutes", type=float, default=4.0)
+    parser.add_argument("--parts", default="scale,memory", help="scale (1, 2, 4 cameras), memory (2 cameras, long)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu_serve.json")
     a = parser.parse_args()
     checkpoint = a.run / "destroyer" / "final.pt"
     if not checkpoint.is_file():
         raise SystemExit(f"{checkpoint}: not found; run `mama demo` first (or give --run)")
     images = [cv2.imread(str(p)) for v in make_samples("synth", a.data, "testing") for p in v.frames]
-    result = {"command": "benchmarks/serve_scale.py " + " ".join(sys.argv[1:]), "checkpoint": str(checkpoint),
-              "machine": f"{os.cpu_count()} CPUs", "source_fps": 25, "runs": []}
+    parts = a.parts.split(",")
+    result = json.loads(a.out.read_text()) if a.out.is_file() and parts != ["scale", "memory"] else {}
+    result.update({"checkpoint": str(checkpoint), "machine": f"{os.cpu_count()} CPUs", "source_fps": 25})
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (1, 2, 4):
-            result["runs"].append(run(n, a.seconds, checkpoint, images, Path(tmp)))
-            print(json.dumps(result["runs"][-1]), flush=True)
-        long = run(2, a.long_minutes * 60, checkpoint, images, Path(tmp), rss_at=(60,))
-        result["memory_2_cameras"] = long
-        print(json.dumps(long), flush=True)
+        if "scale" in parts:
+            result["command_scale"] = "benchmarks/serve_scale.py " + " ".join(sys.argv[1:])
+            result["runs"] = []
+            for n in (1, 2, 4):
+                result["runs"].append(run(n, a.seconds, checkpoint, images, Path(tmp)))
+                print(json.dumps(result["runs"][-1]), flush=True)
+        if "memory" in parts:
+            result["command_memory"] = "benchmarks/serve_scale.py " + " ".join(sys.argv[1:])
+            long = run(2, a.long_minutes * 60, checkpoint, images, Path(tmp), rss_at=(60,))
+            result["memory_2_cameras"] = long
+            print(json.dumps(long), flush=True)
     a.out.write_text(json.dumps(result, indent=1))
     print(f"written {a.out}")
 

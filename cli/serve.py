@@ -12,8 +12,9 @@ D = ScoreOptions(input=None, checkpoint=Path("."), out=Path("."))  # the default
 
 
 def serve(
-    source: List[str] = typer.Option(..., help="NAME=URL_OR_FILE_OR_CAMERA (a URL, a video or frame folder, or a camera index); repeat for each camera"),
-    checkpoint: Path = typer.Option(..., help="final.pt of a `mama train` run (it holds the calibration)"),
+    source: Optional[List[str]] = typer.Option(None, help="NAME=URL_OR_FILE_OR_CAMERA (a URL, a video or frame folder, or a camera index); repeat for each camera"),
+    checkpoint: Optional[Path] = typer.Option(None, help="final.pt of a `mama train` run (it holds the calibration); for every --source"),
+    config: Optional[Path] = typer.Option(None, help="cameras.toml: a [cameras.NAME] table per camera (source, checkpoint, threshold, ignore, webhook, ...) instead of --source"),
     out: Path = typer.Option(Path("serve_out"), help="folder for each camera's scores, events and snapshots (OUT/NAME/)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on; anything but this machine needs --token"),
     port: int = typer.Option(8080, help="port to listen on (0: any free one)"),
@@ -33,14 +34,23 @@ def serve(
 
     Each camera behaves as `mama score` (events, snapshots, drop policy, reconnect) and writes
     under OUT/NAME/; one that fails is shown as failed and tried again. Stop with Ctrl-C."""
-    from mama.live.serve import serve as run_server
+    from mama.errors import MamaError
+    from mama.live.serve import cameras_from_flags, check_cameras, read_config, serve as run_server
 
-    options = dict(checkpoint=checkpoint, device=device, batch_size=batch_size, threshold=threshold,
-                   false_alarms_per_hour=false_alarms_per_hour, min_duration=min_duration, merge_gap=merge_gap,
-                   update_interval=update_interval, webhook=webhook, max_lag=max_lag, reconnect=reconnect)
-    ScoreOptions(None, out=out / "check", **options)  # every flag checked before anything starts
+    if (config is None) == (not source):
+        raise MamaError("give --source NAME=URL_OR_FILE_OR_CAMERA (with --checkpoint), or --config cameras.toml; one of the two")
+    if config is not None:
+        cameras, origin = read_config(config), f"--config {config}"
+    else:
+        if checkpoint is None:
+            raise MamaError("--source needs --checkpoint (the run every camera is scored with)")
+        options = dict(checkpoint=checkpoint, device=device, batch_size=batch_size, threshold=threshold,
+                       false_alarms_per_hour=false_alarms_per_hour, min_duration=min_duration, merge_gap=merge_gap,
+                       update_interval=update_interval, webhook=webhook, max_lag=max_lag, reconnect=reconnect)
+        cameras, origin = cameras_from_flags(source, options), "--source"
+    check_cameras(cameras, out, origin)  # every camera's settings, before anything starts
 
     def ready(hub, server) -> None:
         typer.echo(f"serving {len(hub.cameras)} camera(s) on http://{host}:{port}/ (Ctrl-C stops)", err=True)
 
-    run_server(source, options, out, host, port, token, ready=ready)
+    run_server(cameras, out, host, port, token, ready=ready)

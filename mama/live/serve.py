@@ -321,18 +321,68 @@ def parse_sources(specs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def serve(sources: list[str], options: dict, out: Path, host: str, port: int, token: str | None,
-          ready=None) -> None:
-    """Score every source and serve the page and the API until stopped (Ctrl-C / SIGTERM)."""
+# What a camera of a --config file may set: mama score's options (paths relative to the file).
+CAMERA_KEYS = {"source", "checkpoint", "threshold", "false_alarms_per_hour", "calibrate_on", "min_duration", "merge_gap",
+               "update_interval", "ignore", "webhook", "max_lag", "reconnect", "batch_size", "device", "fps"}
+PATH_KEYS = {"checkpoint", "calibrate_on", "ignore"}
+
+
+def read_config(path: Path) -> list[Camera]:
+    """Cameras from a TOML file: an optional [defaults] table and one [cameras.NAME] table per
+    camera, each with `source` and any of mama score's options (CAMERA_KEYS)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        config = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MamaError(f"--config {path}: not found; give a TOML file with a [cameras.NAME] table per camera") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise MamaError(f"--config {path}: cannot read it as TOML ({exc}); fix the file") from None
+    unknown = set(config) - {"defaults", "cameras"}
+    if unknown or not isinstance(config.get("cameras"), dict) or not config["cameras"]:
+        raise MamaError(f"--config {path}: expected [defaults] and [cameras.NAME] tables"
+                        + (f", not {sorted(unknown)}" if unknown else ", and at least one camera"))
+    defaults = config.get("defaults", {})
+    cameras = []
+    for name, table in config["cameras"].items():
+        settings = {**defaults, **(table if isinstance(table, dict) else {})}
+        bad = set(settings) - CAMERA_KEYS
+        if bad:
+            raise MamaError(f"--config {path}: camera {name}: unknown key(s) {sorted(bad)}; known: {sorted(CAMERA_KEYS)}")
+        if "source" not in settings or "checkpoint" not in settings:
+            raise MamaError(f"--config {path}: camera {name} needs `source` and `checkpoint` (here or in [defaults])")
+        if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+            raise MamaError(f"--config {path}: camera {name!r}: give it a NAME of letters, digits, - and _")
+        what = str(settings.pop("source"))
+        for key in PATH_KEYS & set(settings):
+            settings[key] = (Path(path).parent / str(settings[key])).resolve()
+        cameras.append(Camera(name, what, settings))
+    return cameras
+
+
+def check_cameras(cameras: list[Camera], out: Path, origin: str) -> None:
+    """Every camera's options checked as `mama score` checks its flags, before anything starts."""
+    for cam in cameras:
+        try:
+            ScoreOptions(None, out=out / cam.name, **cam.options)
+        except MamaError as exc:
+            raise MamaError(f"{origin}: camera {cam.name}: {exc}") from None
+        except TypeError as exc:  # a value of the wrong type in a config file
+            raise MamaError(f"{origin}: camera {cam.name}: {exc}") from None
+
+
+def serve(cameras: list[Camera], out: Path, host: str, port: int, token: str | None, ready=None) -> None:
+    """Score every camera and serve the page and the API until stopped (Ctrl-C / SIGTERM)."""
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise MamaError(f"--host {host}: serving beyond this machine needs --token (every request must carry it)")
     if not 0 <= port < 65536:
         raise MamaError(f"--port {port} must be from 0 to 65535")
-    cameras = [Camera(name, what, options) for name, what in parse_sources(sources)]
     if not cameras:
-        raise MamaError("give at least one --source NAME=URL_OR_FILE_OR_CAMERA")
+        raise MamaError("give at least one --source NAME=URL_OR_FILE_OR_CAMERA, or --config FILE")
     hub = Hub(cameras, out)
     server = uvicorn.Server(uvicorn.Config(create_app(hub, token), host=host, port=port, log_level="warning"))
     hub.start()
@@ -342,3 +392,7 @@ def serve(sources: list[str], options: dict, out: Path, host: str, port: int, to
         server.run()  # until a signal (uvicorn handles SIGINT / SIGTERM) or server.should_exit
     finally:
         hub.stop()
+
+
+def cameras_from_flags(sources: list[str], options: dict) -> list[Camera]:
+    return [Camera(name, what, dict(options)) for name, what in parse_sources(sources)]

@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
+from mama.cli.app import main
 from mama.errors import MamaError
-from mama.live.serve import parse_sources, serve
+from mama.live.serve import cameras_from_flags, parse_sources, read_config, serve
 
 from tests.support import MjpegServer
 
@@ -85,10 +86,25 @@ def served(camera, tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("serve")
     port = _free_port()
     holder = {}
-    options = dict(checkpoint=tiny_run["destroyer"], device="cpu", batch_size=4, min_duration=2, merge_gap=3,
-                   update_interval=1.0, reconnect=1)
-    thread = threading.Thread(target=serve, args=([f"walkway={camera.url}", "dead=http://127.0.0.1:9/none.mjpg"],
-                                                  options, out, "127.0.0.1", port, None),
+    # The cameras come from a config file, as a person setting up several would write it.
+    config = out / "cameras.toml"
+    config.write_text(f"""
+[defaults]
+checkpoint = "{tiny_run['destroyer']}"
+device = "cpu"
+batch_size = 4
+min_duration = 2
+merge_gap = 3
+update_interval = 1.0
+
+[cameras.walkway]
+source = "{camera.url}"
+
+[cameras.dead]
+source = "http://127.0.0.1:9/none.mjpg"
+reconnect = 1
+""")
+    thread = threading.Thread(target=serve, args=(read_config(config), out, "127.0.0.1", port, None),
                               kwargs={"ready": lambda hub, server: holder.update(hub=hub, server=server)}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -151,11 +167,12 @@ def test_live_server_sent_events_carry_scores_and_events(served):
 
 def test_a_token_is_required_beyond_loopback_and_checked(tiny_run, camera, tmp_path):
     with pytest.raises(MamaError, match="--token"):
-        serve([f"a={camera.url}"], dict(checkpoint=tiny_run["destroyer"]), tmp_path, "0.0.0.0", 0, None)
+        serve(cameras_from_flags([f"a={camera.url}"], dict(checkpoint=tiny_run["destroyer"])), tmp_path, "0.0.0.0", 0, None)
     with pytest.raises(MamaError, match="NAME="):
         parse_sources(["bad name=x"])
     port, holder = _free_port(), {}
-    thread = threading.Thread(target=serve, args=([f"a={camera.url}"], dict(checkpoint=tiny_run["destroyer"], device="cpu"),
+    thread = threading.Thread(target=serve, args=(cameras_from_flags([f"a={camera.url}"],
+                                                                     dict(checkpoint=tiny_run["destroyer"], device="cpu")),
                                                   tmp_path, "127.0.0.1", port, "s3cret"),
                               kwargs={"ready": lambda hub, server: holder.update(server=server)}, daemon=True)
     thread.start()
@@ -207,3 +224,29 @@ def test_the_page_in_a_real_browser(served):
             browser.close()
     # 404s of images not yet there are the browser's to report, not the page's: only script errors count.
     assert not [e for e in errors if "Failed to load resource" not in e], errors
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[cameras.a]\nsource = 'x'\ncheckpoint = 'c.pt'\nthreshhold = 3\n", "unknown key(s) ['threshhold']"),
+    ("[cameras.a]\ncheckpoint = 'c.pt'\n", "needs `source` and `checkpoint`"),
+    ("[cameras.a\nsource = 'x'\n", "cannot read it as TOML"),
+    ("[camera.a]\nsource = 'x'\n", "expected [defaults] and [cameras.NAME] tables"),
+    ("[cameras.'a b']\nsource = 'x'\ncheckpoint = 'c.pt'\n", "NAME of letters"),
+    ("[cameras.a]\nsource = 'x'\ncheckpoint = 'CK'\nmerge_gap = 0\n", "camera a: --merge-gap 0 must be a positive"),
+    (None, "not found"),
+])
+def test_a_bad_config_is_one_line_naming_it(text, message, tiny_run, tmp_path, capsys):
+    config = tmp_path / "cameras.toml"
+    if text is not None:
+        config.write_text(text.replace("CK", str(tiny_run["destroyer"])))
+    assert main(["serve", "--config", str(config), "--out", str(tmp_path / "o"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --config {config}") and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_serve_needs_sources_one_way(tmp_path, capsys):
+    assert main(["serve", "--out", str(tmp_path / "o")]) == 2
+    assert "--source" in capsys.readouterr().err
+    assert main(["serve", "--source", "a=x.mp4", "--out", str(tmp_path / "o")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
