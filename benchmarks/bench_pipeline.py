@@ -7,7 +7,7 @@ Groups (one per figure, ours and the baseline side by side):
   eval-<providers>             scoring one whole test video (extra_info: frames per second)
 providers: light (DIS + foreground, weight-free), paper (FlowNet2-SD + DeepLabv3-R101
 architectures, random weights). Ours trains with the exact FeatureStore (steady state: the
-warm-up round fills it; a training run reads each frame ~100x, DESIGN §9).
+warm-up round fills it; a training run reads each frame ~100x, docs/design.md).
 
     pytest benchmarks/bench_pipeline.py --benchmark-only --benchmark-json benchmarks/results/cpu_pipeline.json
 

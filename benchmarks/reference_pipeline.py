@@ -1,7 +1,7 @@
 """The paper code's ALGORITHM in plain PyTorch on mama's models: the end-to-end baseline.
 
 Same models, same weights, same inputs as mama's pipeline, but computed the way the
-reference code computes them (DESIGN §4, §5, §9):
+reference code computes them (docs/design.md):
   * every clip's inputs are rebuilt per sample in a Python loop: 4 label passes and 3 flow
     passes per clip, nothing shared between overlapping clips;
   * in training FlowNet's parameters require grad, so a graph is recorded through it and

@@ -1,4 +1,4 @@
-"""`mama train`: the generator stage, then the destroyer stage (DESIGN §1). Every default is
+"""`mama train`: the generator stage, then the destroyer stage (docs/design.md). Every default is
 TrainConfig's (mama.config), so it is stated once."""
 from __future__ import annotations
 

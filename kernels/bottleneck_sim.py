@@ -3,7 +3,7 @@
 One program per feature row (b, y): it reads every channel of that row, which is all it
 needs for the channel L2 norms and for the width-axis triplet distances of rows
 (b, c, y, :). The forward writes per-row hinge sums; the launcher reduces them over y.
-Semantics: mama.reference.bottleneck_sim (DESIGN §3, §5).
+Semantics: mama.reference.bottleneck_sim (docs/design.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run configuration: the reference hyper-parameters per dataset (DESIGN §5) and the presets.
+"""Run configuration: the reference hyper-parameters per dataset (docs/design.md) and the presets.
 
 `paper` keeps the reference code's semantics: FlowNet2-SD flow, DeepLabv3 labels, its
 learning rates and iteration counts, every training video trained on, and its BatchNorm
@@ -19,6 +19,11 @@ from pathlib import Path
 
 from mama.errors import MamaError
 from mama.io import atomic_path, check_output_file, check_output_folder
+
+# The clip, defined once for every layer: CLIP_LEN consecutive frames, the first INPUT_FRAMES
+# read by the generator, the last predicted (mama.features.clips assembles them).
+CLIP_LEN = 5  # frames per clip; also the fewest a video may have
+INPUT_FRAMES = CLIP_LEN - 1  # frames in; the fifth is predicted
 
 # Learning rates and weight decay of the reference code, per dataset.
 # (The destroyer's rate, a_lr there, equals the generator's on every dataset.)

@@ -390,7 +390,7 @@ def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None, dilation:
 
 
 # =============================== patch_noise ===============================
-# The destroyer's training damage (DESIGN §5): the same patch set for the whole batch.
+# The destroyer's training damage (docs/design.md): the same patch set for the whole batch.
 NOISE_KINDS = ("dropout", "blur_weak", "blur_strong", "salt_pepper")
 BLUR_SIGMA = {"blur_weak": 1.0, "blur_strong": 3.0}
 

@@ -1,4 +1,4 @@
-"""From per-frame score streams to one anomaly score per frame (DESIGN §5).
+"""From per-frame score streams to one anomaly score per frame (docs/design.md).
 
 Streams (each one value per predicted frame, higher = more anomalous):
   sim_motion, sim_label   the generator's two triplet "sim losses" at the bottleneck

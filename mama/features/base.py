@@ -1,6 +1,6 @@
 """The provider interfaces: what a motion and a label provider compute for the generator.
 
-Frames are always (N, 3, H, W) float32 BGR in [-1, 1] (DESIGN §5).
+Frames are always (N, 3, H, W) float32 BGR in [-1, 1] (docs/design.md).
 
 Every provider splits its work at its exact cache point: `coarse(...)` computes what is worth
 keeping (DeepLab's stride-8 logits, FlowNet2-SD's flow before its x4 upsampling, the full map

@@ -1,7 +1,8 @@
-"""What the generator reads for one clip: the one definition of the clip length.
+"""What the generator reads for one clip.
 
-A clip is CLIP_LEN consecutive frames: INPUT_FRAMES frames in, the last one predicted (its
-target). Channels are frame-major (DESIGN §5): frame 1's channels, then frame 2's, and so on.
+A clip is CLIP_LEN consecutive frames (defined once, in mama.config): INPUT_FRAMES frames in,
+the last one predicted (its target). Channels are frame-major: frame 1's channels, then frame
+2's, and so on.
 """
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from typing import NamedTuple
 
 import torch
 
-CLIP_LEN = 5  # frames per clip; also the fewest a video may have
-INPUT_FRAMES = CLIP_LEN - 1  # frames in; the fifth is predicted
+from mama.config import CLIP_LEN, INPUT_FRAMES  # noqa: F401  (re-exported: the clip's names live beside its assembly)
 
 
 class ClipInputs(NamedTuple):

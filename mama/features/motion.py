@@ -5,7 +5,7 @@ channel 0 = x, 1 = y.
                            the F2LM reference code feeds FlowNet2-SD (below)
     dis, farneback         OpenCV, weight-free, on the CPU on grayscale uint8 frames
 
-The reference code's FlowNet2-SD convention (DESIGN §5): the [-1, 1] BGR pair times 255 goes
+The reference code's FlowNet2-SD convention (docs/design.md): the [-1, 1] BGR pair times 255 goes
 in, and the flow that comes out is divided by 255 before the generator reads it. The
 division is the extractor's `flow_scale` (mama.features.extractor), applied in one place.
 """
@@ -33,7 +33,7 @@ def reference_pair(frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor
 
 
 def flownet2sd_reference_lowres(model: flownet2.FlowNet2SD, frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:
-    """The exact cache point (DESIGN §9): flow2 * div_flow, (B, 2, H/4, W/4), unscaled."""
+    """The exact cache point (docs/design.md): flow2 * div_flow, (B, 2, H/4, W/4), unscaled."""
     return model.forward_lowres(reference_pair(frame_a, frame_b))
 
 

@@ -1,5 +1,5 @@
 """The feature store: each frame's labels and each frame pair's flow, computed once, keyed by
-(video, frame), for training and scoring alike (DESIGN §9).
+(video, frame), for training and scoring alike (docs/design.md).
 
 No augmentation is used, so a frame's labels and a pair's flow never change: each is computed
 the first time it is needed and later only looked up. Entries are kept at the providers'

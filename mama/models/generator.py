@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mama.config import INPUT_FRAMES  # frames the generator reads; it predicts the next one
 from mama.models.layers import DoubleConv, SqueezeExcite, decoder_stages, encoder_stages
 
 FRAME_CHANNELS = 3  # BGR
-INPUT_FRAMES = 4  # frames the generator reads (it predicts the next one): the paper's clip of 5
 
 
 class GeneratorOutput(NamedTuple):

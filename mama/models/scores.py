@@ -1,4 +1,4 @@
-"""The per-frame score streams the generator's outputs define (DESIGN §5), shared by training
+"""The per-frame score streams the generator's outputs define (docs/design.md), shared by training
 (the sim terms are also losses) and scoring.
 
     sse                 mean squared error of a prediction on [0, 1]-rescaled frames

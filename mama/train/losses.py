@@ -1,4 +1,4 @@
-"""Training losses of the generator stage (DESIGN §5); the destroyer's is mama.ops.patch_destroy_loss,
+"""Training losses of the generator stage (docs/design.md); the destroyer's is mama.ops.patch_destroy_loss,
 the sim terms are mama.models.scores.bottleneck_sims (they are score streams too)."""
 from __future__ import annotations
 

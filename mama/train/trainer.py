@@ -1,4 +1,4 @@
-"""The two training stages (DESIGN §1, §5), single process or under torchrun (DDP).
+"""The two training stages (docs/design.md), single process or under torchrun (DDP).
 
 Stage 1, generator: F2LM generator + PatchGAN discriminator on clips of normal video.
   G loss = intensity + gradient + 0.05 * LSGAN adversarial + sim_motion + sim_label.
@@ -265,7 +265,7 @@ class Trainer:
 
     def _store(self, source: FrameSource) -> FeatureStore:
         # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
-        # frozen prediction) never change, so each is computed once (DESIGN §9), from frames the
+        # frozen prediction) never change, so each is computed once (docs/design.md), from frames the
         # store reads itself, in canonical chunks (the same bits whatever the batch).
         c, ex = self.cfg, self.extractor
         if c.feature_store == "disk" and ex.weights_id is not None:
