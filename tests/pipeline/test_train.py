@@ -46,8 +46,11 @@ def test_generator_run_writes_its_files(tiny_run):
 def test_training_changes_the_weights(tiny_run, tiny_synth, tmp_path):
     fresh = trainer_mod.GeneratorTrainer(tiny_train_config(tiny_synth, tmp_path / "x"))
     trained = _weights(tiny_run["generator"], "net_g")
-    changed = [k for k, v in fresh.net_g.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, trained[k])]
-    assert len(changed) > 0.9 * len(trained) * 0.5  # most parameters and BN statistics moved
+    floating = [k for k, v in fresh.net_g.state_dict().items() if v.dtype.is_floating_point]
+    unchanged = [k for k in floating if torch.equal(fresh.net_g.state_dict()[k], trained[k])]
+    # Every parameter and BatchNorm statistic moved (each gets a gradient; Adam moves it); the
+    # integer batch counters are not compared.
+    assert floating and unchanged == []
 
 
 def test_destroyer_loss_gets_the_clean_prediction_the_damaged_one_and_the_target(tiny_run, tiny_synth, tmp_path,
