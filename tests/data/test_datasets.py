@@ -471,3 +471,16 @@ def test_video_record_is_frozen():
     record = VideoRecord("a", (), None, 5, None)
     with pytest.raises(AttributeError):
         record.name = "b"
+
+
+def test_reading_frames_of_a_video_file_leaves_no_descriptor_open(tmp_path):
+    # read_video_frames opens the prepared frames for each call; a long run calls it for every
+    # batch, so each call must close what it opened (and let go of its cache entry).
+    rng = np.random.default_rng()
+    video = ds.make_folder_samples(write_video_file(tmp_path / "cam.mp4", 12, rng))[0]
+    ds.read_video_frames(video, [0], (32, 32))  # prepared once
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(200):
+        got = ds.read_video_frames(video, rng.integers(0, 12, 3), (32, 32))
+        assert got.shape == (3, 3, 32, 32) and np.isfinite(got).all()
+    assert len(os.listdir("/proc/self/fd")) == before
