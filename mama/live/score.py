@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 import sys
+import threading
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -162,13 +163,15 @@ class SourceRun:
         if self.local <= INPUT_FRAMES and self.run.overlay is not None:  # inputs only: drawn as warming up
             self.run.overlay.add(self.picture(frame, None, None))
         if file:
-            return self.segment.push(model)
+            with self.run.lock:
+                return self.segment.push(model)
         self.segment.add(model)
         return None
 
     def _emit(self, targets: list[int], inputs) -> None:
         run, r = self.run, self.result
-        out = run.scorer.clip_outputs(*inputs, maps=True)
+        with run.lock:
+            out = run.scorer.clip_outputs(*inputs, maps=True)
         streams = {k: out[k].cpu().numpy() for k in run.scorer.stream_names}
         amaps = run.mapper(out["error"].cpu().numpy(), out["damage"].cpu().numpy() if "damage" in out else None)
         now = time.monotonic()
@@ -256,7 +259,12 @@ class SourceRun:
             batch = self._add(frame, file=True)
             if batch is not None:
                 self._emit(*batch)
-        for batch in self.segment.finish():  # what was read is scored, stopped or not
+        rest = self.segment.finish()  # what was read is scored, stopped or not
+        while True:
+            with self.run.lock:
+                batch = next(rest, None)
+            if batch is None:
+                return
             self._emit(*batch)
 
     def score_live(self, stop: StopRequest) -> None:
@@ -286,7 +294,8 @@ class SourceRun:
                     self.result.frames += 1
                     self._add(item, file=False)
             self._catch_up()
-            batch = self.segment.take(b)
+            with self.run.lock:
+                batch = self.segment.take(b)
             if batch is not None:
                 self._emit(*batch)
             elif src.finished and not src.queue:
@@ -297,7 +306,8 @@ class SourceRun:
         """Score what waits in the segment, under the same drop policy as the live loop."""
         while True:
             self._catch_up()
-            batch = self.segment.take(self.run.o.batch_size)
+            with self.run.lock:
+                batch = self.segment.take(self.run.o.batch_size)
             if batch is None:
                 return
             self._emit(*batch)
@@ -355,7 +365,7 @@ class SourceRun:
 class ScoreRun:
     """Everything one `mama score` shares across its sources, checked before anything is written."""
 
-    def __init__(self, o: ScoreOptions, echo: bool = True):
+    def __init__(self, o: ScoreOptions, echo: bool = True, shared: "SharedScorers | None" = None):
         self.o, self.echo = o, echo  # echo: event lines on standard output too
         self.out = Path(o.out)  # it and --overlay were checked with the options (ScoreOptions)
         if o.webhook is not None:
@@ -365,12 +375,20 @@ class ScoreRun:
             raise MamaError(f"--out {self.out} holds an earlier run's {earlier[0]}; give another --out, or --append to "
                             "add this run after it")
         payload = read_file(o.checkpoint, "run")
-        net_g, net_a, meta = models_from_run(payload, o.checkpoint, need_destroyer=False)
-        self.size = int(meta["size"])
-        dev = pick_device(o.device)
-        extractor = build_extractor(meta["motion"], meta["labels"], dev, o.motion_weights, o.label_weights)
-        self.scorer = Scorer(net_g.to(dev).eval(), extractor, net_a.to(dev).eval() if net_a is not None else None,
-                             dev, batch_size=o.batch_size, amp=o.amp, compile=o.compile)
+
+        def make_scorer() -> tuple[Scorer, int]:
+            net_g, net_a, meta = models_from_run(payload, o.checkpoint, need_destroyer=False)
+            dev = pick_device(o.device)
+            extractor = build_extractor(meta["motion"], meta["labels"], dev, o.motion_weights, o.label_weights)
+            return Scorer(net_g.to(dev).eval(), extractor, net_a.to(dev).eval() if net_a is not None else None,
+                          dev, batch_size=o.batch_size, amp=o.amp, compile=o.compile), int(meta["size"])
+
+        if shared is None:
+            (self.scorer, self.size), self.lock = make_scorer(), threading.Lock()
+        else:  # mama serve: one copy of the networks per checkpoint and settings, used by one run at a time
+            key = (str(Path(o.checkpoint).resolve()), o.device, o.batch_size, o.amp, o.compile, str(o.motion_weights),
+                   str(o.label_weights))
+            self.scorer, self.size, self.lock = shared.get(key, make_scorer)
         self.sources = open_sources(o.input, o.camera, o.reconnect, o.fps)
         if o.overlay is not None and len(self.sources) != 1:
             for s in self.sources:
@@ -417,7 +435,8 @@ class ScoreRun:
             videos = make_folder_samples(o.calibrate_on)
             weights = FusionWeights(**calib["weights"]) if calib is not None else None
             print(f"calibrating on {o.calibrate_on} ({len(videos)} video(s))", file=sys.stderr, flush=True)
-            fresh = calibrate(self.scorer, videos, self.size, **({"weights": weights} if weights else {}))
+            with self.lock:
+                fresh = calibrate(self.scorer, videos, self.size, **({"weights": weights} if weights else {}))
             return fresh
         if calib is None:
             raise MamaError(f"{o.checkpoint} has no calibration (alarm threshold, stream statistics); use a final.pt/best.pt "
@@ -548,6 +567,21 @@ class ScoreRun:
                 if r.scores:
                     _plot(out / f"scores_{r.name}.png", r, self.alarms.threshold)
         return summary
+
+
+class SharedScorers:
+    """The networks of the runs of one process (mama serve), loaded once per checkpoint and
+    settings; each comes with the lock its runs take to use it, one at a time."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._made: dict = {}
+
+    def get(self, key, make) -> tuple:
+        with self._lock:
+            if key not in self._made:
+                self._made[key] = (*make(), threading.Lock())
+            return self._made[key]
 
 
 def _line_count(path: Path) -> int:

@@ -83,6 +83,9 @@ class Hub:
         self.subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self.stopping = threading.Event()
         self.seq = 0
+        from mama.live.score import SharedScorers
+
+        self.scorers = SharedScorers()  # one copy of the networks per checkpoint, shared by its cameras
 
     # ---------------------------------------------------------------- runs (threads)
     def start(self) -> None:
@@ -110,7 +113,7 @@ class Hub:
                 index = int(cam.spec) if cam.spec.isdigit() else None
                 opts = ScoreOptions(None if index is not None else cam.spec, camera=index, out=self.out / cam.name,
                                     append=(self.out / cam.name / "scores.csv").exists(), **cam.options)
-                run = ScoreRun(opts, echo=False)
+                run = ScoreRun(opts, echo=False, shared=self.scorers)
                 if len(run.sources) == 1:  # its events and rows carry the camera's name
                     run.sources[0].name = cam.name
                 run.listeners.append(lambda sr, cam=cam: self._scored(cam, sr))

@@ -127,6 +127,9 @@ def test_the_api_reports_sources_events_and_pictures(served):
     walkway = _wait(lambda: (lambda s: s if s["frames_scored"] > 20 else None)(_json(base + "/api/sources/walkway")),
                     120, "scores")
     assert walkway["state"] == "running" and walkway["frames_per_second"] > 0 and walkway["threshold"] is not None
+    # Both cameras use one checkpoint: one copy of the networks, loaded once, shared.
+    hub = served["hub"]
+    assert len(hub.scorers._made) == 1 and hub.cameras["walkway"].run.scorer is next(iter(hub.scorers._made.values()))[0]
     assert len(walkway["recent"]) == walkway["frames_scored"] and walkway["lag_seconds"] < 2.0
     # The flicker raises an event; its snapshot and the live frame are JPEGs at the camera's size.
     new = _wait(lambda: [e for e in _json(base + "/api/events?source=walkway") if e["type"] == "new"], 120, "an event")[0]
