@@ -170,8 +170,7 @@ class SourceRun:
 
     def _emit(self, targets: list[int], inputs) -> None:
         run, r = self.run, self.result
-        with run.lock:
-            out = run.scorer.clip_outputs(*inputs, maps=True)
+        out = run.networks(inputs)  # one pass (with other cameras' clips, under mama serve, when they wait)
         streams = {k: out[k].cpu().numpy() for k in run.scorer.stream_names}
         amaps = run.mapper(out["error"].cpu().numpy(), out["damage"].cpu().numpy() if "damage" in out else None)
         now = time.monotonic()
@@ -385,10 +384,11 @@ class ScoreRun:
 
         if shared is None:
             (self.scorer, self.size), self.lock = make_scorer(), threading.Lock()
-        else:  # mama serve: one copy of the networks per checkpoint and settings, used by one run at a time
+            self.networks = lambda inputs: self.scorer.clip_outputs(*inputs, maps=True)
+        else:  # mama serve: one copy of the networks per checkpoint and settings, shared by its cameras
             key = (str(Path(o.checkpoint).resolve()), o.device, o.batch_size, o.amp, o.compile, str(o.motion_weights),
                    str(o.label_weights))
-            self.scorer, self.size, self.lock = shared.get(key, make_scorer)
+            self.scorer, self.size, self.lock, self.networks = shared.get(key, make_scorer)
         self.sources = open_sources(o.input, o.camera, o.reconnect, o.fps)
         if o.overlay is not None and len(self.sources) != 1:
             for s in self.sources:
@@ -571,7 +571,8 @@ class ScoreRun:
 
 class SharedScorers:
     """The networks of the runs of one process (mama serve), loaded once per checkpoint and
-    settings; each comes with the lock its runs take to use it, one at a time."""
+    settings; each comes with the lock its runs take for feature work, and a BatchedNetworks
+    through which their network passes go."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -580,8 +581,56 @@ class SharedScorers:
     def get(self, key, make) -> tuple:
         with self._lock:
             if key not in self._made:
-                self._made[key] = (*make(), threading.Lock())
+                scorer, size = make()
+                self._made[key] = (scorer, size, threading.Lock(), BatchedNetworks(scorer))
             return self._made[key]
+
+
+class BatchedNetworks:
+    """One network pass for the clips of several cameras when they wait for it together: a
+    camera that finds the networks busy leaves its clips; whoever runs next takes every clip
+    left by then, in one batch, and hands each camera its rows. An idle camera's clips go at
+    once (no waiting to fill a batch), so batches across cameras form exactly when that pays:
+    when the networks are the bottleneck."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+        self.cond = threading.Condition()
+        self.pending: list[dict] = []
+        self.busy = False
+        self.batches = self.clips = 0  # passes run, clips scored (their ratio: clips per pass)
+
+    def __call__(self, inputs) -> dict:
+        request = {"inputs": inputs, "out": None}
+        with self.cond:
+            self.pending.append(request)
+            while request["out"] is None and self.busy:
+                self.cond.wait()
+            if request["out"] is not None:  # another camera's pass scored these clips
+                return request["out"]
+            self.busy, taken, self.pending = True, self.pending, []
+        try:
+            outputs = self._run([r["inputs"] for r in taken])
+        except BaseException:
+            with self.cond:
+                self.busy = False
+                self.pending = [r for r in taken if r is not request] + self.pending
+                self.cond.notify_all()
+            raise
+        with self.cond:
+            for r, out in zip(taken, outputs):
+                r["out"] = out
+            self.busy = False
+            self.cond.notify_all()
+        return request["out"]
+
+    def _run(self, batches: list) -> list[dict]:
+        sizes = [len(b[0]) for b in batches]
+        joined = [None if parts[0] is None else torch.cat(parts) for parts in zip(*batches)]
+        out = self.scorer.clip_outputs(*joined, maps=True)
+        self.batches, self.clips = self.batches + 1, self.clips + sum(sizes)
+        pieces = {k: torch.split(v, sizes) for k, v in out.items()}
+        return [{k: v[i] for k, v in pieces.items()} for i in range(len(sizes))]
 
 
 def _line_count(path: Path) -> int:

@@ -253,3 +253,39 @@ def test_serve_needs_sources_one_way(tmp_path, capsys):
     assert "--source" in capsys.readouterr().err
     assert main(["serve", "--source", "a=x.mp4", "--out", str(tmp_path / "o")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_cameras_waiting_for_the_networks_share_one_pass_and_each_gets_its_rows():
+    import torch
+
+    from mama.live.score import BatchedNetworks
+
+    class SlowNetworks:  # stands in for Scorer.clip_outputs: per-clip results, a slow pass
+        calls: list = []
+
+        def clip_outputs(self, x, flows, labels, target, maps=True):
+            self.calls.append(len(x))
+            time.sleep(0.3)
+            return {"sse": x.flatten(1).sum(1), "error": target[:, 0] * 2}
+
+    networks = BatchedNetworks(SlowNetworks())
+    rng = np.random.default_rng()
+    batches = [tuple(torch.from_numpy(rng.normal(size=(n, 2, 4, 4)).astype(np.float32)) if i != 2 else None
+                     for i in range(4)) for n in (3, 1, 2, 4, 2)]
+    results: dict = {}
+
+    def camera(i):
+        results[i] = networks(batches[i])
+
+    threads = [threading.Thread(target=camera, args=(i,)) for i in range(len(batches))]
+    threads[0].start()
+    time.sleep(0.1)  # the first pass is running: the others queue and go together in the next
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert SlowNetworks.calls == [3, 1 + 2 + 4 + 2]
+    assert networks.batches == 2 and networks.clips == 12
+    for i, (x, _, _, target) in enumerate(batches):
+        torch.testing.assert_close(results[i]["sse"], x.flatten(1).sum(1), rtol=0, atol=0)
+        torch.testing.assert_close(results[i]["error"], target[:, 0] * 2, rtol=0, atol=0)
