@@ -218,7 +218,9 @@ def create_app(hub: Hub, token: str | None = None):
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"ok": True, "sources": len(hub.cameras)}
+        # Per copy of the networks: passes run and clips scored (clips per pass > a camera's batch: batched across cameras).
+        networks = [{"passes": n.batches, "clips": n.clips} for *_, n in list(hub.scorers._made.values())]
+        return {"ok": True, "sources": len(hub.cameras), "networks": networks}
 
     @app.get("/", response_class=HTMLResponse, dependencies=guard)
     def page() -> str:

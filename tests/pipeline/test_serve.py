@@ -117,7 +117,8 @@ reconnect = 1
 
 def test_the_api_reports_sources_events_and_pictures(served):
     base = served["base"]
-    assert _json(base + "/healthz") == {"ok": True, "sources": 2}
+    health = _json(base + "/healthz")
+    assert health["ok"] is True and health["sources"] == 2
     names = {s["name"]: s for s in _json(base + "/api/sources")}
     assert set(names) == {"walkway", "dead"}
     # The camera that cannot be opened is failed with the reason, and retried; the other scores on.
@@ -130,6 +131,8 @@ def test_the_api_reports_sources_events_and_pictures(served):
     # Both cameras use one checkpoint: one copy of the networks, loaded once, shared.
     hub = served["hub"]
     assert len(hub.scorers._made) == 1 and hub.cameras["walkway"].run.scorer is next(iter(hub.scorers._made.values()))[0]
+    networks = _json(base + "/healthz")["networks"]
+    assert len(networks) == 1 and networks[0]["clips"] >= walkway["frames_scored"] and networks[0]["passes"] > 0
     assert len(walkway["recent"]) == walkway["frames_scored"] and walkway["lag_seconds"] < 2.0
     # The flicker raises an event; its snapshot and the live frame are JPEGs at the camera's size.
     new = _wait(lambda: [e for e in _json(base + "/api/events?source=walkway") if e["type"] == "new"], 120, "an event")[0]
