@@ -72,12 +72,15 @@ def run(n: int, seconds: float, checkpoint: Path, images, tmp: Path, rss_at: tup
             rss[f"{mark:g}s"] = round(_peak_rss_mib(proc.pid), 1)
         after = _sources(port)
         elapsed = time.monotonic() - t0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            networks = json.loads(r.read())["networks"]
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
         for c in cams:
             c.stop()
     return {"cameras": n, "seconds": round(elapsed, 1), "peak_rss_mib": rss,
+            "clips_per_network_pass": round(networks[0]["clips"] / max(networks[0]["passes"], 1), 2),
             "per_camera": [{"name": s["name"], "scored_fps": round((s["frames_scored"] - before[s["name"]]) / elapsed, 2),
                             "lag_seconds_p50": s["lag_seconds"], "dropped": s["dropped"], "state": s["state"]}
                            for s in after]}
