@@ -145,6 +145,14 @@ def test_the_api_reports_sources_events_and_pictures(served):
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
     status, kind, body = _get(f"{base}/api/sources/walkway/frame.jpg")
     assert kind == "image/jpeg" and cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
+    # The live view as MJPEG: a multipart stream of JPEG parts at the camera's size.
+    with urllib.request.urlopen(f"{base}/api/sources/walkway/mjpeg", timeout=10) as r:
+        assert r.headers.get("Content-Type") == "multipart/x-mixed-replace; boundary=frame"
+        assert r.readline() == b"--frame\r\n" and r.readline() == b"Content-Type: image/jpeg\r\n"
+        length = int(r.readline().split(b":")[1])
+        r.readline()
+        part = r.read(length)
+        assert cv2.imdecode(np.frombuffer(part, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
     # Unknown names and ids, and ids that try to reach a file: 404, nothing read.
     for path in ("/api/sources/nope", "/api/events/nope", "/api/events/nope/snapshot.jpg",
                  "/api/events/..%2F..%2F..%2Fetc%2Fpasswd/snapshot.jpg", "/api/events?source=nope"):
