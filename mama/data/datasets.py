@@ -655,6 +655,13 @@ def video_background(frames: np.ndarray) -> np.ndarray:
     return np.median(frames[background_indices(len(frames))], axis=0).astype(np.float32)
 
 
+def read_background(video: VideoRecord, size: tuple[int, int], count: int | None = None) -> np.ndarray:
+    """`video_background` of a video on disk (of its first `count` frames; None: all), reading
+    only the <= 64 frames it uses."""
+    frames = read_video_frames(video, background_indices(video.num_frames if count is None else count), size)
+    return video_background(frames)
+
+
 # ---------------------------------------------------------------------------------------
 # Clips
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mama.data.datasets import VideoRecord, background_indices, read_video_frames, video_background, video_fps
+from mama.data.datasets import VideoRecord, read_background, video_fps
 from mama.evaluate.engine import Scorer
 from mama.evaluate.maps import PixelStats
 from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online
@@ -29,9 +29,7 @@ def effective_weights(weights: FusionWeights, streams: dict) -> FusionWeights:
 def scene_background(videos: list[VideoRecord], size: int) -> np.ndarray:
     """A fixed camera's background from its normal videos: median of per-video medians (each
     read from its <= 64 evenly spaced frames only, whatever its length)."""
-    return np.median(np.stack([
-        video_background(read_video_frames(v, background_indices(v.num_frames), (size, size))) for v in videos
-    ]), axis=0)
+    return np.median(np.stack([read_background(v, (size, size)) for v in videos]), axis=0)
 
 
 def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: FusionWeights = DEFAULT_WEIGHTS,

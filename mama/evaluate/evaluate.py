@@ -20,7 +20,7 @@ from mama import metrics
 from mama.config import PROTOCOLS, EvalOptions  # noqa: F401  (PROTOCOLS: the CLI's choices)
 from mama.data.datasets import check_frame_files, make_samples
 from mama.errors import MamaError
-from mama.evaluate.calibrate import effective_weights, scene_background
+from mama.evaluate.calibrate import ONLINE_SIGMA, effective_weights, scene_background
 from mama.evaluate.engine import Scorer
 from mama.features.clips import INPUT_FRAMES
 from mama.evaluate.fusion import (
@@ -163,7 +163,7 @@ def evaluate(opts: EvalOptions) -> dict:
         if "online" in opts.protocols:
             stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
             wo = effective_weights(w, {k: 0 for k in stats.mean})
-            sigma = calib.get("sigma", 3.0)
+            sigma = calib.get("sigma", ONLINE_SIGMA)  # an older checkpoint that stored none: the default
             rows += _rows_for(name, "online", wo, tag, on_streams, labels, sigma,
                               lambda v, ww, s: fuse_online(v, ww, stats, s), selected_on_test)
     ablation_weights = fitted.get("generator+destroyer", base_weights)

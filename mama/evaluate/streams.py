@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from mama.data.datasets import VideoRecord, background_indices, iter_video_frames, read_video_frames, video_background
+from mama.data.datasets import VideoRecord, iter_video_frames, read_background
 from mama.evaluate.engine import Scorer
 from mama.features.clips import INPUT_FRAMES
 from mama.features.store import record_key
@@ -47,8 +47,7 @@ def scoring_inputs(scorer: Scorer, video: VideoRecord, size: int, background: np
     count = video.num_frames if max_frames is None else min(video.num_frames, max_frames + INPUT_FRAMES)
     bg = None
     if scorer.extractor.needs_background:
-        bg = background if background is not None else video_background(
-            read_video_frames(video, background_indices(count), (size, size)))
+        bg = background if background is not None else read_background(video, (size, size), count)
     frames = (torch.from_numpy(f) for f in itertools.islice(iter_video_frames(video, (size, size)), count))
     return frames, bg, record_key(video, count)
 

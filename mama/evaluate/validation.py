@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mama import metrics
-from mama.data.datasets import VideoRecord, background_indices, make_samples, read_video_frames, video_background
+from mama.data.datasets import VideoRecord, make_samples, read_background, read_video_frames
 from mama.evaluate.calibrate import effective_weights
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online, search_weights
@@ -115,7 +115,7 @@ class PseudoAnomalyValidator:
             frames_total = video.num_frames
             bg = None
             if extractor.needs_background:
-                bg = video_background(read_video_frames(video, background_indices(frames_total), (size, size)))
+                bg = read_background(video, (size, size), frames_total)
             clips = min(per_video, frames_total - INPUT_FRAMES)
             start = int(rng.integers(0, frames_total - (clips + INPUT_FRAMES) + 1))
             normal = read_video_frames(video, range(start, start + clips + INPUT_FRAMES), (size, size))
