@@ -14,7 +14,7 @@ D = ScoreOptions(input=None, checkpoint=Path("."), out=Path("."))  # the default
 def serve(
     source: Optional[List[str]] = typer.Option(None, help="NAME=URL_OR_FILE_OR_CAMERA (a URL, a video or frame folder, or a camera index); repeat for each camera"),
     checkpoint: Optional[Path] = typer.Option(None, help="final.pt of a `mama train` run (it holds the calibration); for every --source"),
-    config: Optional[Path] = typer.Option(None, help="cameras.toml: a [cameras.NAME] table per camera (source, checkpoint, threshold, ignore, webhook, ...) instead of --source"),
+    config: Optional[Path] = typer.Option(None, help="cameras.toml: a \\[cameras.NAME] table per camera (source, checkpoint, threshold, ignore, webhook, ...) instead of --source"),
     out: Path = typer.Option(Path("serve_out"), help="folder for each camera's scores, events and snapshots (OUT/NAME/)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on; anything but this machine needs --token"),
     port: int = typer.Option(8080, help="port to listen on (0: any free one)"),
