@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,13 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mama.data.datasets import make_samples  # noqa: E402
-from tests.support import MjpegServer  # noqa: E402
+from tests.support import MjpegServer, free_port  # noqa: E402
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -50,7 +44,7 @@ def _sources(port: int) -> list[dict]:
 
 def run(n: int, seconds: float, checkpoint: Path, images, tmp: Path, rss_at: tuple = ()) -> dict:
     cams = [MjpegServer(images, fps=25, loops=10 ** 4).start() for _ in range(n)]
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "mama.cli.app", "serve", "--checkpoint", str(checkpoint), "--out", str(tmp / f"n{n}"),
            "--port", str(port), "--device", "cpu", *[a for i, c in enumerate(cams) for a in ("--source", f"cam{i}={c.url}")]]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp / f"n{n}.err", "w"),

@@ -43,6 +43,15 @@ def tiny_train_config(root: Path, out: Path, **kw):
     return TrainConfig(**base)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test or benchmark starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class MjpegServer:
     """A camera on 127.0.0.1: `frames` (uint8 BGR images) served as an MJPEG stream
     (multipart/x-mixed-replace, as IP cameras send it) at `fps`, looped `loops` times, to every

@@ -12,31 +12,30 @@ from mama.errors import MamaError
 from mama.io import atomic_path
 
 RED, GREEN, WHITE, GREY = (0, 0, 255), (0, 190, 0), (255, 255, 255), (160, 160, 160)
+LEAST_SCALE = 0.3  # the smallest text still legible (OpenCV's Hershey font)
+
+
+def _scale(img: np.ndarray, text: str, max_width: int) -> tuple[float, bool]:
+    """The largest text scale (up to one that suits the frame, down to a legible least) at which
+    `text` fits `max_width`, and whether it fits at all (else the least)."""
+    scale = max(0.35, min(1.0, img.shape[0] / 400))
+    while cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > max_width:
+        if scale <= LEAST_SCALE:
+            return LEAST_SCALE, False
+        scale = max(LEAST_SCALE, scale - 0.05)
+    return scale, True
 
 
 def _fit_text(img: np.ndarray, text: str, origin: tuple[int, int], color, max_width: int) -> int:
-    """Draw `text` at the largest scale (up to one that suits the frame, down to a legible
-    least) that fits `max_width`, cut short with '..' if even that is too wide; the width drawn."""
-    scale = max(0.35, min(1.0, img.shape[0] / 400))
-    width = lambda t: cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]  # noqa: E731
-    while scale > 0.3 and width(text) > max_width:
-        scale -= 0.05
-    while len(text) > 3 and width(text) > max_width:
+    """Draw `text` at `_scale`, cut short with '..' if even the least scale is too wide; the width drawn."""
+    scale, fits = _scale(img, text, max_width)
+    while not fits and len(text) > 3 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > max_width:
         text = text[:-3] + ".."
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     x, y = origin
     cv2.rectangle(img, (x - 2, y - h - 3), (x + w + 2, y + base), (0, 0, 0), -1)
     cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
     return w
-
-
-def _fits(img: np.ndarray, text: str, max_width: int) -> bool:
-    scale = max(0.35, min(1.0, img.shape[0] / 400)) - 0.0001
-    while scale > 0.3:
-        if cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= max_width:
-            return True
-        scale -= 0.05
-    return False
 
 
 def draw_frame(image: np.ndarray, amap: np.ndarray | None, map_threshold: float, boxes: list,
@@ -71,7 +70,7 @@ def draw_frame(image: np.ndarray, amap: np.ndarray | None, map_threshold: float,
         cv2.line(img, (W // 2, H - bar_h - 2), (W // 2, H - 1), WHITE, 1)
     color = RED if alarm else (WHITE if score is not None else GREY)
     lines = [label] if score is None else [label, f"score {score:.2f} / {threshold:.2f}{'  ALARM' if alarm else ''}"]
-    if _fits(img, "  ".join(lines), W - 8):  # one line when it fits legibly, else one line each
+    if _scale(img, "  ".join(lines), W - 8)[1]:  # one line when it fits legibly, else one line each
         lines = ["  ".join(lines)]
     step = max(14, H // 20)
     for i, line in enumerate(lines):

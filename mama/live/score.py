@@ -182,10 +182,11 @@ class SourceRun:
             fs = FrameScore(frame.index, frame.wall, frame.media_time, score, alarm, boxes)
             r.indices.append(frame.index)
             r.scores.append(score)
-            r.lags.append(now - frame.arrived)
+            lag = now - frame.arrived
+            r.lags.append(lag)
             run.csv.writerow([self.source.name, frame.index, f"{frame.media_time:.3f}",
                               *(f"{row[k]:.9g}" for k in run.scorer.stream_names), f"{score:.9g}", int(alarm),
-                              f"{now - frame.arrived:.3f}"])
+                              f"{lag:.3f}"])
             self.pictures = {frame.index: (frame, amaps[j])}
             if alarm and (self.peak_picture is None or score > self.peak_picture[0]):
                 self.peak_picture = (score, frame, amaps[j])
@@ -384,7 +385,7 @@ class ScoreRun:
 
         if shared is None:
             (self.scorer, self.size), self.lock = make_scorer(), threading.Lock()
-            self.networks = lambda inputs: self.scorer.clip_outputs(*inputs, maps=True)
+            self.networks = BatchedNetworks(self.scorer)  # one camera: every pass is its own
         else:  # mama serve: one copy of the networks per checkpoint and settings, shared by its cameras
             key = (str(Path(o.checkpoint).resolve()), o.device, o.batch_size, o.amp, o.compile, str(o.motion_weights),
                    str(o.label_weights))
@@ -467,10 +468,10 @@ class ScoreRun:
             threshold, origin = float(calib["threshold"]), f"calibration quantile {calib.get('quantile')}"
         ignore = None
         if o.ignore is not None:
-            image = cv2.imread(str(o.ignore), cv2.IMREAD_GRAYSCALE) if o.ignore.is_file() else None
             if not o.ignore.exists():
                 raise MamaError(f"--ignore {o.ignore}: not found; give a PNG at the source's resolution, white where "
                                 "alarms are never raised")
+            image = cv2.imread(str(o.ignore), cv2.IMREAD_GRAYSCALE) if o.ignore.is_file() else None
             if image is None:
                 raise MamaError(f"--ignore {o.ignore}: cannot read this image; give a PNG at the source's resolution, "
                                 "white where alarms are never raised")
@@ -626,11 +627,14 @@ class BatchedNetworks:
 
     def _run(self, batches: list) -> list[dict]:
         sizes = [len(b[0]) for b in batches]
-        joined = [None if parts[0] is None else torch.cat(parts) for parts in zip(*batches)]
-        out = self.scorer.clip_outputs(*joined, maps=True)
+        if len(batches) == 1:  # alone: no copy into a joint batch
+            outputs = [self.scorer.clip_outputs(*batches[0], maps=True)]
+        else:
+            joined = [None if parts[0] is None else torch.cat(parts) for parts in zip(*batches)]
+            pieces = {k: torch.split(v, sizes) for k, v in self.scorer.clip_outputs(*joined, maps=True).items()}
+            outputs = [{k: v[i] for k, v in pieces.items()} for i in range(len(sizes))]
         self.batches, self.clips = self.batches + 1, self.clips + sum(sizes)
-        pieces = {k: torch.split(v, sizes) for k, v in out.items()}
-        return [{k: v[i] for k, v in pieces.items()} for i in range(len(sizes))]
+        return outputs
 
 
 def _line_count(path: Path) -> int:

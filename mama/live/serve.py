@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingRes
 
 from mama.config import ScoreOptions
 from mama.errors import MamaError
+from mama.live.score import ScoreRun, SharedScorers
 
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # seconds before a failed camera is tried again, doubling
 EVENTS_KEPT = 2000  # event lines kept in memory for the API
@@ -71,20 +72,16 @@ class Camera:
 class Hub:
     """Every camera's run and what they have reported (module docstring)."""
 
-    def __init__(self, cameras: list[Camera], out: Path, live: bool = True):
+    def __init__(self, cameras: list[Camera], out: Path):
         names = [c.name for c in cameras]
         if len(set(names)) != len(names):
             raise MamaError(f"--source: the names {names} repeat; give each camera its own NAME=")
         self.cameras = {c.name: c for c in cameras}
         self.out = out
-        self.events: collections.deque = collections.deque(maxlen=EVENTS_KEPT)
-        self.latest_event: dict[str, dict] = {}  # id -> its latest line
+        self.events: collections.deque = collections.deque(maxlen=EVENTS_KEPT)  # the lines kept, oldest first
         self.lock = threading.Lock()
         self.subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self.stopping = threading.Event()
-        self.seq = 0
-        from mama.live.score import SharedScorers
-
         self.scorers = SharedScorers()  # one copy of the networks per checkpoint, shared by its cameras
 
     # ---------------------------------------------------------------- runs (threads)
@@ -103,8 +100,6 @@ class Hub:
                 cam.thread.join(timeout=wait)
 
     def _keep_running(self, cam: Camera) -> None:
-        from mama.live.score import ScoreRun
-
         delay = RETRY_FIRST
         while not self.stopping.is_set():
             cam.attempts += 1
@@ -155,10 +150,7 @@ class Hub:
 
     def _event(self, cam: Camera, line: dict) -> None:
         with self.lock:
-            self.seq += 1
-            self.events.append({**line, "seq": self.seq})
-            if "id" in line:
-                self.latest_event[line["id"]] = line
+            self.events.append(line)
         if line.get("type") in ("new", "update"):
             cam.open_event = line
         elif line.get("type") == "end":
@@ -182,6 +174,11 @@ class Hub:
         frame, amap, fs = sr.last
         ok, jpeg = cv2.imencode(".jpg", sr.picture(frame, amap, fs), [cv2.IMWRITE_JPEG_QUALITY, 85])
         return jpeg.tobytes() if ok else None
+
+    def latest(self, event_id: str) -> dict | None:
+        """An event's latest line among those kept (an update or end replaces its new)."""
+        with self.lock:
+            return next((e for e in reversed(self.events) if e.get("id") == event_id), None)
 
     def event_list(self, source: str | None, since: str | None) -> list[dict]:
         with self.lock:
@@ -265,8 +262,7 @@ def create_app(hub: Hub, token: str | None = None):
         return hub.event_list(source, since)
 
     def event(event_id: str) -> dict:
-        with hub.lock:
-            line = hub.latest_event.get(event_id)
+        line = hub.latest(event_id)
         if line is None:
             raise HTTPException(404, f"no event {event_id!r}; GET /api/events lists them")
         return line

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 import urllib.error
@@ -21,17 +20,12 @@ from mama.cli.app import main
 from mama.errors import MamaError
 from mama.live.serve import cameras_from_flags, parse_sources, read_config, serve
 
-from tests.support import MjpegServer
+from tests.support import MjpegServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ONSET, LAST = 18, 27
 PATCH = (slice(36, 56), slice(8, 28))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None, timeout: float = 10):
@@ -84,7 +78,7 @@ def camera(tiny_run):
 def served(camera, tiny_run, tmp_path_factory):
     """`mama serve` in this process (its own thread), stopped at the end of the module."""
     out = tmp_path_factory.mktemp("serve")
-    port = _free_port()
+    port = free_port()
     holder = {}
     # The cameras come from a config file, as a person setting up several would write it.
     config = out / "cameras.toml"
@@ -184,7 +178,7 @@ def test_a_token_is_required_beyond_loopback_and_checked(tiny_run, camera, tmp_p
         serve(cameras_from_flags([f"a={camera.url}"], dict(checkpoint=tiny_run["destroyer"])), tmp_path, "0.0.0.0", 0, None)
     with pytest.raises(MamaError, match="NAME="):
         parse_sources(["bad name=x"])
-    port, holder = _free_port(), {}
+    port, holder = free_port(), {}
     thread = threading.Thread(target=serve, args=(cameras_from_flags([f"a={camera.url}"],
                                                                      dict(checkpoint=tiny_run["destroyer"], device="cpu")),
                                                   tmp_path, "127.0.0.1", port, "s3cret"),
