@@ -27,7 +27,7 @@ from benchmarks import sizes
 from benchmarks.workload import make_workload, synthetic_video, video_background
 from mama import ops
 from mama.evaluate.engine import Scorer
-from mama.evaluate.fusion import DEFAULT_WEIGHTS, fuse_offline
+from mama.evaluate.fusion import PAPER_WEIGHTS, fuse_offline
 from mama.features.clips import INPUT_FRAMES
 from mama.metrics import summarize
 
@@ -95,7 +95,7 @@ def eval_rows(a, ceil, rows) -> None:
 
     def whole_set(scorer):
         streams = [scorer.video_streams(v, bg) for v, bg in zip(videos, backgrounds)]
-        fused = [fuse_offline(s, DEFAULT_WEIGHTS, sigma=10.0) for s in streams]
+        fused = [fuse_offline(s, PAPER_WEIGHTS, sigma=10.0) for s in streams]
         return summarize(fused, labels)
 
     # FLOPs per scored frame: features once per frame / pair, generator + destroyer per clip.

@@ -81,6 +81,7 @@ class TrainConfig:
     patch: int | None = None  # destroyer damage patch side; None: size // PATCH_GRID (32 at 256, the paper's)
     ld: float = 4.0
     save_interval: int = 1000
+    keep_checkpoints: bool = False  # every save also kept as step_NNNNNN.pt (to compare checkpoints later)
     val_interval: int = 1000
     val_clips: int = 64  # clips per kind (normal, each pseudo-anomaly) in the label-free validation
     motion: str | None = None  # None: the preset's

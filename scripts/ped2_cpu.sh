@@ -4,6 +4,8 @@
 # labels), fusion weights fixed in advance.
 #   bash scripts/ped2_cpu.sh [DATA_ROOT] [OUT]      (DATA_ROOT holds ped2/; default ../shared/datasets)
 #   SEED=1 bash scripts/ped2_cpu.sh ...             (another training seed)
+#   KEEP=10 bash scripts/ped2_cpu.sh ...            (also keep 10 checkpoints per stage, step_*.pt,
+#                                                    for scripts/proxy_study.py; training is unchanged)
 # Prints the metrics table; the figures quoted in the README come from this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,10 +15,14 @@ GEN_ITERS=${GEN_ITERS:-1500}
 DES_ITERS=${DES_ITERS:-300}
 SEED=${SEED:-0}
 MAMA=${MAMA:-.venv/bin/mama}
+KEEP=${KEEP:-0}
 common=(--dataset ped2 --data-root "$ROOT" --preset paper --motion dis --labels foreground --size 64 --base 16
         --batch-size 4 --lr-g 2e-4 --lr-d 2e-5 --lr-a 2e-4 --seed "$SEED" --num-workers 1 --device cpu
-        --save-interval 500 --val-interval 500)
+        --val-interval 500)
+saving() {  # saves every 500 steps, or KEEP evenly spaced kept checkpoints
+  if (( KEEP > 0 )); then echo --keep-checkpoints --save-interval $(( $1 / KEEP )); else echo --save-interval 500; fi
+}
 # A stage whose final.pt exists is not trained again (a recipe stopped later goes on from there).
-[[ -f "$OUT/generator/final.pt" ]] || $MAMA train --stage generator "${common[@]}" --iters "$GEN_ITERS" --out "$OUT/generator"
-[[ -f "$OUT/destroyer/final.pt" ]] || $MAMA train --stage destroyer "${common[@]}" --iters "$DES_ITERS" --generator "$OUT/generator/final.pt" --out "$OUT/destroyer"
+[[ -f "$OUT/generator/final.pt" ]] || $MAMA train --stage generator "${common[@]}" $(saving "$GEN_ITERS") --iters "$GEN_ITERS" --out "$OUT/generator"
+[[ -f "$OUT/destroyer/final.pt" ]] || $MAMA train --stage destroyer "${common[@]}" $(saving "$DES_ITERS") --iters "$DES_ITERS" --generator "$OUT/generator/final.pt" --out "$OUT/destroyer"
 $MAMA eval --checkpoint "$OUT/destroyer/final.pt" --dataset ped2 --data-root "$ROOT" --out "$OUT/eval" --device cpu

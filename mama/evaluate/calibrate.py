@@ -9,7 +9,7 @@ import torch
 from mama.data.datasets import VideoRecord, read_background, video_fps
 from mama.evaluate.engine import Scorer
 from mama.evaluate.maps import PixelStats
-from mama.evaluate.fusion import DEFAULT_WEIGHTS, FusionWeights, StreamStats, fuse_online
+from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online
 from mama.evaluate.streams import video_streams
 
 ALARM_QUANTILE = 0.995  # of online scores on normal frames: ~0.5% false alarms on normal video
@@ -32,10 +32,10 @@ def scene_background(videos: list[VideoRecord], size: int) -> np.ndarray:
     return np.median(np.stack([read_background(v, (size, size)) for v in videos]), axis=0)
 
 
-def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: FusionWeights = DEFAULT_WEIGHTS,
+def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: FusionWeights,
               max_frames: int | None = None) -> dict:
-    """Stream statistics and the alarm threshold on normal videos (stored in checkpoints), from
-    at most `max_frames` scored frames of each (None: all)."""
+    """Stream statistics and the alarm threshold of the fusion `weights` on normal videos (stored
+    in checkpoints), from at most `max_frames` scored frames of each (None: all)."""
     background = scene_background(videos, size) if scorer.extractor.needs_background else None
     pixels = PixelStats()
     streams = video_streams(scorer, videos, size, background, description="calibrating", max_frames=max_frames,

@@ -5,7 +5,8 @@ Protocols (each row says which, and whether any test label was used):
           optional Gaussian smoothing. With --oracle, its fusion weights are grid-searched on
           the TEST labels, as the reference code does: reported as "oracle (tuned on test labels)".
   clean   the same normalisation, with a checkpoint and fusion weights chosen without test
-          labels (fixed defaults, --weights, or --fit-weights on training video).
+          labels (fixed in advance for the run's providers, less the streams its model card
+          flagged; --weights; or --fit-weights on training video).
   online  causal: z-scores from the normal training videos' statistics (stored in the
           checkpoint by `mama train`), causal smoothing; a frame's score never uses later frames.
 """
@@ -24,8 +25,9 @@ from mama.evaluate.calibrate import ONLINE_SIGMA, effective_weights, scene_backg
 from mama.evaluate.engine import Scorer
 from mama.features.clips import INPUT_FRAMES
 from mama.evaluate.fusion import (
-    DEFAULT_WEIGHTS,
+    PAPER_WEIGHTS,
     FusionWeights,
+    clean_weights,
     StreamStats,
     fuse_offline,
     fuse_online,
@@ -33,7 +35,8 @@ from mama.evaluate.fusion import (
 )
 from mama.evaluate.localisation import check_masks, localisation, mask_dir
 from mama.evaluate.streams import sharded_video_streams
-from mama.evaluate.validation import DESTROYER_KINDS, GENERATOR_KINDS, PseudoAnomalyValidator
+from mama.evaluate.card import card_lines
+from mama.evaluate.validation import PSEUDO_KINDS, PseudoAnomalyValidator
 from mama.features.registry import build_extractor
 from mama.io import cache_folder, check_output_folder, output_folder
 from mama.models.build import models_from_run
@@ -129,23 +132,39 @@ def evaluate(opts: EvalOptions) -> dict:
         return {}
 
     variants = [("generator", False)] + ([("generator+destroyer", True)] if net_a is not None else [])
-    base_weights = opts.weights or DEFAULT_WEIGHTS
-    weights_tag = "given (--weights)" if opts.weights else "fixed defaults"
+    card = payload.get("card")
+    if card is not None:
+        for line in card_lines(card):
+            print(line)
+    # The paper protocol fuses as the paper does; the clean one (and the online one, as `mama
+    # score`) with the weights fixed in advance for these providers, less the streams the model
+    # card flagged.
+    if opts.weights:
+        paper_w = clean_w = opts.weights
+        paper_tag = clean_tag = "given (--weights)"
+    else:
+        paper_w, paper_tag = PAPER_WEIGHTS, "the paper's (fixed in advance)"
+        clean_w, clean_tag = clean_weights(meta["motion"], meta["labels"]), "fixed in advance for these providers"
+        if card is not None and card.get("flags"):
+            clean_w, clean_tag = FusionWeights.parse(card["fusion"]["weights"]), "model card (flagged streams left out)"
     rows: list[dict] = []
     fitted = {}
     if opts.fit_weights:
         # The weights that best separate normal training clips from pseudo-anomalous ones made
         # from them (mama.evaluate.validation): no test label.
         train_videos = make_samples(opts.dataset, Path(opts.data_root), "training")
+        pseudo = PseudoAnomalyValidator(scorer.extractor, train_videos, size, FIT_CLIPS, PSEUDO_KINDS, seed=0, device=device)
         for name, with_d in variants:
-            kinds = DESTROYER_KINDS if with_d else GENERATOR_KINDS
-            pseudo = PseudoAnomalyValidator(scorer.extractor, train_videos, size, FIT_CLIPS, kinds, seed=0, device=device)
             # The generator-only scorer reuses the inference copies the first one made.
             fitted[name] = pseudo.fit_weights(scorer if with_d else replace(scorer, destroyer=None), with_d)[0]
     for name, with_d in variants:
-        chosen = fitted.get(name, base_weights)
-        w = effective_weights(chosen if with_d else chosen.without_destroyer(), streams[0])
-        tag = "fitted on training video (--fit-weights)" if name in fitted else weights_tag
+        def pick(weights: FusionWeights, tag: str) -> tuple[FusionWeights, str]:
+            if name in fitted:
+                weights, tag = fitted[name], "fitted on training video (--fit-weights)"
+            return effective_weights(weights if with_d else weights.without_destroyer(), streams[0]), tag
+
+        w, tag = pick(paper_w, paper_tag)
+        wc, tag_c = pick(clean_w, clean_tag)
         if "paper" in opts.protocols:
             rows += _rows_for(name, "paper", w, tag, streams, labels, opts.sigma, fuse_offline, selected_on_test)
             if opts.oracle:
@@ -155,18 +174,18 @@ def evaluate(opts: EvalOptions) -> dict:
         if "clean" in opts.protocols:
             if selected_on_test:
                 tag_clean = "REFUSED: checkpoint was selected on test labels (--select-on-test)"
-                rows.append({"protocol": "clean", "model": name, "weights": str(w), "weights_from": tag_clean,
+                rows.append({"protocol": "clean", "model": name, "weights": str(wc), "weights_from": tag_clean,
                              "smoothing": 0.0, "test_labels_used": True, "micro_auc": float("nan"),
                              "macro_auc": float("nan"), "eer": float("nan"), "ap": float("nan")})
             else:
-                rows += _rows_for(name, "clean", w, tag, streams, labels, opts.sigma, fuse_offline, False)
+                rows += _rows_for(name, "clean", wc, tag_c, streams, labels, opts.sigma, fuse_offline, False)
         if "online" in opts.protocols:
             stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
-            wo = effective_weights(w, {k: 0 for k in stats.mean})
+            wo = effective_weights(wc, {k: 0 for k in stats.mean})
             sigma = calib.get("sigma", ONLINE_SIGMA)  # an older checkpoint that stored none: the default
-            rows += _rows_for(name, "online", wo, tag, on_streams, labels, sigma,
+            rows += _rows_for(name, "online", wo, tag_c, on_streams, labels, sigma,
                               lambda v, ww, s: fuse_online(v, ww, stats, s), selected_on_test)
-    ablation_weights = fitted.get("generator+destroyer", base_weights)
+    ablation_weights = fitted.get("generator+destroyer", paper_w)
     ablation = stream_ablation(streams, labels, ablation_weights, opts.sigma)
     local = localisation(scorer, videos, size, mask_dir(opts.data_root, opts.dataset)) if with_masks else None
     result = {
@@ -180,6 +199,8 @@ def evaluate(opts: EvalOptions) -> dict:
         "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
         "ablation": ablation,
     }
+    if card is not None:
+        result["model_card"] = card
     if local is not None:
         result["localisation"] = local
     from mama.evaluate.report import write_report

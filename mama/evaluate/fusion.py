@@ -59,12 +59,26 @@ class FusionWeights:
         return f"{self.a:g},{self.b:g},{self.c:g},{self.d:g}"
 
 
-# Fixed in advance, never looked up on test labels, and inside the reference's own search
-# family (a + b + c = 5, d in {0.25, 0.5, 0.75, 1}), so the figure is one the reference
-# could have reported: prediction error carries most of the signal in every frame-prediction
-# detector (c = 3), the two bottleneck terms refine it (a = b = 1), and the destroyer's error
-# gets the largest weight that family allows (d = 1).
-DEFAULT_WEIGHTS = FusionWeights(a=1.0, b=1.0, c=3.0, d=1.0)
+# The paper protocol's fusion. Fixed in advance, never looked up on test labels, and inside the
+# reference's own search family (a + b + c = 5, d in {0.25, 0.5, 0.75, 1}), so the figure is one
+# the reference could have reported: prediction error carries most of the signal in every
+# frame-prediction detector (c = 3), the two bottleneck terms refine it (a = b = 1), and the
+# destroyer's error gets the largest weight that family allows (d = 1).
+PAPER_WEIGHTS = FusionWeights(a=1.0, b=1.0, c=3.0, d=1.0)
+
+
+def clean_weights(motion: str, labels: str) -> FusionWeights:
+    """The clean protocol's (and `mama score`'s) default fusion, fixed in advance: the paper's,
+    except that a bottleneck term weighs in only when its features come from the pretrained
+    network the paper uses (FlowNet2, DeepLabv3). From the weight-free stand-ins (DIS flow,
+    foreground labels) the terms carry no semantics and the per-video z-score weighs their noise
+    as much as the prediction error's signal (README, "Why the sim terms hurt at this size")."""
+    from mama.features.registry import LABELS, MOTION  # the providers' table: needs weights or not
+
+    learned = lambda table, name: bool(table.get(name, (None, False))[1])  # noqa: E731
+    return FusionWeights(PAPER_WEIGHTS.a * learned(MOTION, motion), PAPER_WEIGHTS.b * learned(LABELS, labels),
+                         PAPER_WEIGHTS.c, PAPER_WEIGHTS.d)
+
 
 # scipy's gaussian_filter1d default: the reference smooths each video's scores with it.
 SMOOTHING_MODE = "reflect"
@@ -190,18 +204,21 @@ def oracle_grid(with_destroyer: bool) -> list[FusionWeights]:
     return grid
 
 
-def search_weights(
-    videos: Sequence[dict[str, np.ndarray]],
-    labels: Sequence[np.ndarray],
-    with_destroyer: bool,
-    sigma: float = 0.0,
-) -> tuple[FusionWeights, float]:
-    """Best micro AUC over the reference grid. On test labels this is the `oracle` figure.
+def rank_auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """The AUC of each row of `scores` (G, N) for the frames where `positive` (N,) is True, from
+    average ranks (the Mann-Whitney statistic): many weightings at once."""
+    y = np.asarray(positive, dtype=bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        raise ValueError("an AUC needs both normal and abnormal frames")
+    ranks = rankdata(scores, axis=1)
+    return (ranks[:, y].sum(axis=1) - pos * (pos + 1) / 2) / (pos * neg)
 
-    Vectorised over the whole grid: z-scores once per video, all weightings as one matrix
-    product, min-max per video, AUC from average ranks (the Mann-Whitney statistic).
-    """
-    grid = oracle_grid(with_destroyer)
+
+def grid_aucs(videos: Sequence[dict[str, np.ndarray]], labels: Sequence[np.ndarray], grid: Sequence[FusionWeights],
+              sigma: float = 0.0) -> np.ndarray:
+    """Micro AUC of the offline fusion (`fuse_offline`) with each of `grid`'s weights, vectorised:
+    z-scores once per video, all weightings as one matrix product, min-max per video."""
     w = np.array([[g.a, g.b, g.c, g.d] for g in grid])  # (G, 4)
     used = [i for i, n in enumerate(STREAMS) if w[:, i].any()]
     parts = []
@@ -211,12 +228,17 @@ def search_weights(
         lo, hi = raw.min(axis=1, keepdims=True), raw.max(axis=1, keepdims=True)
         fused = (raw - lo) / np.where(hi > lo, hi - lo, 1.0)
         parts.append(gaussian_filter1d(fused, sigma, axis=1, mode=SMOOTHING_MODE) if sigma > 0 else fused)
-    fused = np.concatenate(parts, axis=1)
-    y = np.concatenate(labels).astype(bool)
-    pos, neg = int(y.sum()), int((~y).sum())
-    if pos == 0 or neg == 0:
-        raise ValueError("weight search needs both normal and abnormal frames")
-    ranks = rankdata(fused, axis=1)
-    auc = (ranks[:, y].sum(axis=1) - pos * (pos + 1) / 2) / (pos * neg)
+    return rank_auc(np.concatenate(parts, axis=1), np.concatenate(labels))
+
+
+def search_weights(
+    videos: Sequence[dict[str, np.ndarray]],
+    labels: Sequence[np.ndarray],
+    with_destroyer: bool,
+    sigma: float = 0.0,
+) -> tuple[FusionWeights, float]:
+    """Best micro AUC over the reference grid. On test labels this is the `oracle` figure."""
+    grid = oracle_grid(with_destroyer)
+    auc = grid_aucs(videos, labels, grid, sigma)
     best = int(np.argmax(auc))
     return grid[best], float(auc[best])

@@ -46,7 +46,7 @@ from mama.data.datasets import frame_to_model_range, make_folder_samples, video_
 from mama.errors import MamaError  # noqa: E402
 from mama.evaluate.calibrate import calibrate  # noqa: E402
 from mama.evaluate.engine import Scorer  # noqa: E402
-from mama.evaluate.fusion import FusionWeights, OnlineFusion, StreamStats  # noqa: E402
+from mama.evaluate.fusion import FusionWeights, OnlineFusion, StreamStats, clean_weights  # noqa: E402
 from mama.evaluate.maps import AnomalyMapper, downsample_mask, peak_region, regions  # noqa: E402
 from mama.features.clips import INPUT_FRAMES  # noqa: E402
 from mama.features.registry import build_extractor  # noqa: E402
@@ -55,7 +55,7 @@ from mama.live.draw import OverlayVideo, draw_frame, write_jpeg  # noqa: E402
 from mama.live.events import EventTracker, FrameScore, iso_time, threshold_for_rate  # noqa: E402
 from mama.live.sinks import EventLog, Webhook, check_webhook  # noqa: E402
 from mama.live.sources import DEFAULT_FPS, Frame, Gap, LiveSource, Source, open_sources  # noqa: E402
-from mama.models.build import models_from_run  # noqa: E402
+from mama.models.build import models_from_run, run_meta  # noqa: E402
 from mama.models.checkpoint import read_file  # noqa: E402
 from mama.runtime import StopRequest, pick_device  # noqa: E402
 
@@ -396,6 +396,8 @@ class ScoreRun:
                 s.close()
             raise MamaError(f"--overlay writes one video, but {o.input} holds {len(self.sources)}; score one video file "
                             "or frame folder")
+        for flag in (payload.get("card") or {}).get("flags", []):  # the fusion it calibrated leaves them out
+            print(f"warning: model card: {flag}", file=sys.stderr, flush=True)
         try:
             self.calib = self._calibration(payload)
             self.alarms = self._alarms()
@@ -434,10 +436,14 @@ class ScoreRun:
         calib = payload.get("calibration")
         if o.calibrate_on is not None:
             videos = make_folder_samples(o.calibrate_on)
-            weights = FusionWeights(**calib["weights"]) if calib is not None else None
+            if calib is not None:
+                weights = FusionWeights(**calib["weights"])
+            else:
+                meta = run_meta(payload, o.checkpoint)
+                weights = clean_weights(meta["motion"], meta["labels"])
             print(f"calibrating on {o.calibrate_on} ({len(videos)} video(s))", file=sys.stderr, flush=True)
             with self.lock:
-                fresh = calibrate(self.scorer, videos, self.size, **({"weights": weights} if weights else {}))
+                fresh = calibrate(self.scorer, videos, self.size, weights)
             return fresh
         if calib is None:
             raise MamaError(f"{o.checkpoint} has no calibration (alarm threshold, stream statistics); use a final.pt/best.pt "

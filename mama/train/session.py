@@ -48,6 +48,13 @@ class RunLog:
             self._tb = SummaryWriter(str(run_dir / "tensorboard"))
             self._jsonl = open(run_dir / "log.jsonl", "a", buffering=1)
 
+    def text(self, step: int, key: str, lines: list[str]) -> None:
+        """Plain lines (the model card's flags) in the log and on TensorBoard's text tab."""
+        if not self.enabled or not lines:
+            return
+        self._tb.add_text(key, "\n\n".join(lines), step)
+        self._jsonl.write(json.dumps({"step": step, "time": round(time.time(), 3), key: lines}) + "\n")
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return

@@ -38,14 +38,10 @@ from mama.data.datasets import ClipDataset, VideoBalancedSampler, check_frame_fi
 from mama.data.resident import ResidentFrames, fits_on, resident_bytes
 from mama.errors import MamaError
 from mama.evaluate.calibrate import calibrate
+from mama.evaluate.card import card_lines, model_card
 from mama.evaluate.engine import Scorer
-from mama.evaluate.validation import (
-    DESTROYER_KINDS,
-    GENERATOR_KINDS,
-    PseudoAnomalyValidator,
-    check_pseudo_anomalies,
-    test_set_auc,
-)
+from mama.evaluate.fusion import FusionWeights, clean_weights
+from mama.evaluate.validation import PSEUDO_KINDS, PseudoAnomalyValidator, check_pseudo_anomalies, test_set_auc
 from mama.features.clips import INPUT_FRAMES
 from mama.features.extractor import FeatureExtractor
 from mama.features.registry import build_extractor
@@ -215,7 +211,7 @@ class Trainer:
         self.train_videos = videos[: len(videos) - held]
         self.val_videos = videos[len(videos) - held :] or self.train_videos
         if not c.select_on_test:
-            check_pseudo_anomalies(self.val_videos, GENERATOR_KINDS if self.stage == "generator" else DESTROYER_KINDS)
+            check_pseudo_anomalies(self.val_videos, PSEUDO_KINDS)
         self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size))
         if c.batch_size * self.rt.world_size > len(self.dataset):
             per = " per process" if self.rt.distributed else ""
@@ -451,6 +447,8 @@ class Trainer:
 
     def _save_latest(self) -> None:
         self.save("latest")
+        if self.cfg.keep_checkpoints and self.rt.is_main:
+            shutil.copyfile(self.run_dir / "latest.pt", self.run_dir / f"step_{self.step:06d}.pt")
         self._last_saved = self.step
 
     def _validate(self) -> None:
@@ -479,8 +477,8 @@ class Trainer:
     def validator(self) -> PseudoAnomalyValidator:
         """The fixed pseudo-anomaly set, built (features included) at the first validation."""
         c = self.cfg
-        kinds = GENERATOR_KINDS if self.stage == "generator" else DESTROYER_KINDS
-        return PseudoAnomalyValidator(self.extractor, self.val_videos, c.size, c.val_clips, kinds, c.seed, self.rt.device)
+        return PseudoAnomalyValidator(self.extractor, self.val_videos, c.size, c.val_clips, PSEUDO_KINDS, c.seed,
+                                      self.rt.device)
 
     def validate(self) -> tuple[str, dict[str, float]]:
         """(name of the selection figure, every validation figure)."""
@@ -489,18 +487,36 @@ class Trainer:
         if c.select_on_test:
             auc = test_set_auc(scorer, c.dataset, c.data_root, c.size, with_destroyer=self.stage == "destroyer")
             return "test_auc_SELECTED_ON_TEST", {"test_auc_SELECTED_ON_TEST": auc}
-        values = {f"pseudo_{k}": v for k, v in self.validator.score(scorer).items()}
+        values = {f"pseudo_{k}": v for k, v in self.validator.score(scorer, self.clean_weights).items()}
         return "pseudo_auc", values
 
+    @property
+    def clean_weights(self) -> FusionWeights:
+        return clean_weights(self.cfg.motion, self.cfg.labels)
+
     def finish(self) -> None:
-        """Calibrate the score streams on normal videos, write the final checkpoint."""
+        """Check each stream's health (the model card), calibrate the card's fusion on normal
+        videos, write the final checkpoint."""
         if not self.rt.is_main:
             return
         scorer = self.scorer()
+        why = f"final.pt is the last step ({self.step})"
+        if self.best is not None:
+            figure = "test AUC (--select-on-test)" if self.cfg.select_on_test else "pseudo-anomaly AUC"
+            why += f"; best.pt is the best {figure} of the validations ({self.best:.3f})"
+        with torch.no_grad():
+            card = model_card(self.validator, scorer, self.clean_weights, "fixed in advance for the clean protocol",
+                              {"step": self.step, "why": why})
+        self.set_train_mode()
+        for line in card_lines(card):
+            print(line)
+        self.log.scalars(self.step, {f"card/auc_{s['name']}": s["auc"] for s in card["streams"]})
+        self.log.text(self.step, "card/flags", card["flags"])
         # Held-out videos first (unseen normal video sets an honest threshold), then training ones.
         videos = list(dict.fromkeys(self.val_videos + self.train_videos))[: max(self.cfg.calibrate_videos, 1)]
-        calib = calibrate(scorer, videos, size=self.cfg.size, max_frames=self.cfg.calibrate_frames)
-        self.save("final", {"calibration": calib})
+        calib = calibrate(scorer, videos, size=self.cfg.size, weights=FusionWeights.parse(card["fusion"]["weights"]),
+                          max_frames=self.cfg.calibrate_frames)
+        self.save("final", {"calibration": calib, "card": card})
         # best/latest get the calibration too, so any of them can be used with `mama score`.
         for name in ("best", "latest"):
             p = self.run_dir / f"{name}.pt"

@@ -12,7 +12,7 @@ import pytest
 from mama import metrics
 from mama.cli.app import main
 from mama.data.datasets import make_samples
-from mama.evaluate.fusion import DEFAULT_WEIGHTS, fuse_offline
+from mama.evaluate.fusion import PAPER_WEIGHTS, fuse_offline
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_scores_csv_matches_metrics(evaluated, tiny_run):
     first = [r for r in rows if r["video"] == videos[0].name]
     streams = {k: np.array([float(r[k]) for r in first]) for k in ("sim_motion", "sim_label", "sse", "destroyer_sse")}
     if result["headline"]["protocol"] == "clean" and result["headline"]["smoothing"] == 0:
-        np.testing.assert_allclose(fuse_offline(streams, DEFAULT_WEIGHTS), [float(r["score"]) for r in first], atol=1e-4)
+        np.testing.assert_allclose(fuse_offline(streams, PAPER_WEIGHTS), [float(r["score"]) for r in first], atol=1e-4)
 
 
 def test_report_html_shows_everything(evaluated):

@@ -86,7 +86,7 @@ def test_offline_smoothing_reflects_at_the_edges_as_scipys_default():
 
 def test_default_weights_are_in_the_reference_family():
     # a + b + c = 5 and d one of the reference grid's four values; fixed, not fitted.
-    w = fusion.DEFAULT_WEIGHTS
+    w = fusion.PAPER_WEIGHTS
     assert w.a > 0 and w.b > 0 and w.c > 0 and w.a + w.b + w.c == pytest.approx(5.0)
     assert w.d in (0.25, 0.5, 0.75, 1.0)
     grid = fusion.oracle_grid(with_destroyer=True)

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from mama.errors import MamaError
+from mama.evaluate import validation
+from mama.evaluate.fusion import FusionWeights
 from mama.train import trainer as trainer_mod
 from mama.models.checkpoint import read_file
 from tests.support import tiny_train_config
@@ -34,8 +37,17 @@ def test_generator_run_writes_its_files(tiny_run):
     assert {"loss/g_total", "loss/sim_motion", "loss/sim_label", "train/psnr"} <= set(records[0])
     assert [r["step"] for r in records if "loss/g_total" in r] == [1, 4]
     val = [r for r in records if "val/pseudo_auc" in r]
-    assert [r["step"] for r in val] == [2, 4] and all(0 <= r["val/pseudo_auc_skip"] <= 1 for r in val)
+    assert [r["step"] for r in val] == [2, 4]
+    for r in val:  # every kind's AUC, and the figure is their mean
+        kinds = [r[f"val/pseudo_auc_{k}"] for k in validation.PSEUDO_KINDS]
+        assert all(0 <= a <= 1 for a in kinds) and r["val/pseudo_auc"] == pytest.approx(np.mean(kinds))
     payload = load_checkpoint(run / "final.pt")
+    card = payload["card"]  # the model card: each stream's health, the fusion calibrated with it
+    assert [s["name"] for s in card["streams"]] == ["sim_motion", "sim_label", "sse"]
+    assert set(card["streams"][2]["per_kind"]) == set(validation.PSEUDO_KINDS)
+    assert card["checkpoint"]["step"] == 4 and "final.pt is the last step (4)" in card["checkpoint"]["why"]
+    used = FusionWeights.parse(card["fusion"]["weights"])
+    assert used.a == used.b == 0 and FusionWeights(**payload["calibration"]["weights"]) == used  # DIS + foreground
     assert payload["step"] == 4 and payload["stage"] == "generator"
     assert payload["model"]["labels"] == "foreground" and payload["model"]["label_channels"] == 4
     calib = payload["calibration"]

@@ -1,6 +1,9 @@
 """Label-free checkpoint selection: the pseudo-anomaly set and its AUC (mama.evaluate.validation)."""
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -35,51 +38,69 @@ def videos(tiny_synth):
 @pytest.fixture(scope="module")
 def validator(videos):
     extractor = build_extractor("dis", "foreground", "cpu")
-    return validation.PseudoAnomalyValidator(extractor, videos, SIZE, clips_per_kind=9, kinds=("skip", "patch"),
+    return validation.PseudoAnomalyValidator(extractor, videos, SIZE, clips_per_kind=9, kinds=validation.PSEUDO_KINDS,
                                              seed=0)
 
 
+def _find(window_frames, frames):
+    """(video, index) of each frame of a window in the training videos (None: a made-up frame)."""
+    hits = []
+    for f in window_frames:
+        found = [(v, int(i)) for v, fr in enumerate(frames) for i in range(len(fr)) if torch.equal(fr[i], f)]
+        hits.append(found[0] if found else None)
+    return hits
+
+
 def test_the_set_is_made_of_training_clips(validator, videos):
-    assert validator.clips == {"normal": 9, "skip": 9, "patch": 9}  # 3 videos x 3 clips each
+    assert validator.clips == {"normal": 9, **{k: 9 for k in validation.PSEUDO_KINDS}}  # 3 videos x 3 clips each
     frames = [torch.from_numpy(load_video_frames(v, (SIZE, SIZE))) for v in videos]
-
-    def find(window_frames):
-        """(video, indices) of each frame of the window in the training videos."""
-        hits = []
-        for f in window_frames:
-            hits.append([(v, int(i)) for v, fr in enumerate(frames) for i in range(len(fr)) if torch.equal(fr[i], f)])
-        return hits
-
-    normal, skip, patch = validator.windows[:3]
-    assert (normal.kind, skip.kind, patch.kind) == ("normal", "skip", "patch")
-    n = [h[0] for h in find(normal.frames)]
-    assert len({v for v, _ in n}) == 1 and np.all(np.diff([i for _, i in n]) == 1)  # consecutive frames
-    s = [h[0] for h in find(skip.frames)]
-    assert len({v for v, _ in s}) == 1 and np.all(np.diff([i for _, i in s]) == validation.SKIP_STRIDE)
-    # The patch window is the normal window with one square pasted per frame, moving.
-    diff = (patch.frames != normal.frames).any(dim=1)  # (T, S, S)
-    p = SIZE // validation.PATCH_FRACTION
-    corners = []
-    for d in diff:
-        ys, xs = np.nonzero(d.numpy())
-        assert ys.max() - ys.min() < p and xs.max() - xs.min() < p  # inside one p x p square
-        corners.append((ys.min(), xs.min()))
-    assert len(set(corners)) > 1  # it moves
+    per_video = len(validation.PSEUDO_KINDS) + 1
+    first = {w.kind: w for w in validator.windows[:per_video]}
+    normal = _find(first["normal"].frames, frames)
+    assert len({v for v, _ in normal}) == 1 and np.all(np.diff([i for _, i in normal]) == 1)  # consecutive frames
+    for kind, speed in validation.SPEEDUPS.items():  # the same video played faster: steps of `speed` on average
+        steps = np.diff([i for _, i in _find(first[kind].frames, frames)])
+        assert set(steps) <= {math.floor(speed), math.ceil(speed)} and steps.mean() == pytest.approx(speed, abs=0.26)
+    assert torch.equal(first["reverse"].frames, first["normal"].frames.flip(0))
+    # (appearance moves at a walker's pace: under a pixel per frame at this size, so not checked)
+    for kind, moves in (("patch", True), ("object", True), ("appearance", None), ("stop", False)):
+        # The normal window with one cut-out pasted per frame, at most a quarter (patch) or half the frame wide.
+        diff = (first[kind].frames != first["normal"].frames).any(dim=1)  # (T, S, S)
+        assert diff.any(dim=(1, 2)).all(), kind
+        corners = set()
+        for d in diff:
+            ys, xs = np.nonzero(d.numpy())
+            limit = SIZE // validation.PATCH_FRACTION if kind == "patch" else SIZE // 2 + 1
+            assert ys.max() - ys.min() < limit and xs.max() - xs.min() < limit, kind
+            corners.add((ys.min(), xs.min()))
+        assert moves is None or (len(corners) > 1) == moves, kind
 
 
-def test_auc_separates_pseudo_anomalies_by_their_score(validator):
+def test_auc_is_the_mean_of_the_kinds_and_separates_by_score(validator):
     motion = validator.score(MotionScorer())
-    assert set(motion) == {"auc", "auc_skip", "auc_patch"}
-    assert motion["auc_skip"] > 0.9 and motion["auc_patch"] > 0.7 and motion["auc"] > 0.8
+    assert set(motion) == {"auc", *(f"auc_{k}" for k in validation.PSEUDO_KINDS)}
+    assert motion["auc"] == pytest.approx(np.mean([motion[f"auc_{k}"] for k in validation.PSEUDO_KINDS]))
+    # Faster clips change more between frames the faster they are; a fast square too.
+    assert motion["auc_fast3x"] > 0.9 and motion["auc_patch"] > 0.7
+    assert motion["auc_fast1.5x"] < motion["auc_fast3x"]
     assert validator.score(MotionScorer(constant=True))["auc"] == pytest.approx(0.5)
 
 
-def test_the_generator_stage_uses_skip_clips_only(videos):
+def test_the_set_can_be_asked_for_one_kind(videos):
     extractor = build_extractor("dis", "none", "cpu")
-    v = validation.PseudoAnomalyValidator(extractor, videos[:1], SIZE, clips_per_kind=4, kinds=validation.GENERATOR_KINDS,
-                                          seed=1)
-    assert v.clips == {"normal": 4, "skip": 4}
-    assert set(v.score(MotionScorer())) == {"auc", "auc_skip"}
+    v = validation.PseudoAnomalyValidator(extractor, videos[:1], SIZE, clips_per_kind=4, kinds=("fast2x",), seed=1)
+    assert v.clips == {"normal": 4, "fast2x": 4}
+    assert set(v.score(MotionScorer())) == {"auc", "auc_fast2x"}
+
+
+def test_sped_up_clips_need_long_enough_videos(videos):
+    from mama.errors import MamaError
+
+    short = [dataclasses.replace(v, num_frames=6) for v in videos]  # fast1.5x needs 7 frames, fast2x 9
+    with pytest.raises(MamaError, match=r"the validation videos \(01, 02, 03\) are too short for pseudo-anomalous "
+                                        r"\(sped-up\) clips: each has fewer than 7 frames; use longer training videos"):
+        validation.check_pseudo_anomalies(short, tuple(validation.SPEEDUPS))
+    validation.check_pseudo_anomalies(short, validation.PSEUDO_KINDS)  # pasted objects fit in any clip
 
 
 def test_select_on_test_takes_the_best_auc_of_the_reference_grid(tiny_run):
