@@ -21,11 +21,13 @@ from mama.io import atomic_path  # noqa: E402
 
 
 def headline(rows: list[dict]) -> dict:
-    """The figure to quote: no test label used, the full model, smoothed if available."""
-    honest = [r for r in rows if not r["test_labels_used"] and "_scores" in r]
-    pool = honest or [r for r in rows if "_scores" in r]
-    full = [r for r in pool if r["model"] == pool[-1]["model"] and r["protocol"] in ("clean", "paper")] or pool
-    return max(full, key=lambda r: (r["protocol"] == "clean", r["smoothing"]))
+    """The figure to quote: the full model (the last model evaluated), clean protocol, unsmoothed
+    (a smoothed score uses later frames), no test label used; the nearest row to that when some
+    is missing (another protocol, smoothing, or a model selected on test labels)."""
+    scored = [r for r in rows if "_scores" in r]
+    full = scored[-1]["model"]
+    return max(scored, key=lambda r: (not r["test_labels_used"], r["model"] == full, r["protocol"] == "clean",
+                                      r["smoothing"] == 0, r["protocol"] == "paper"))
 
 
 def _fmt(x) -> str:

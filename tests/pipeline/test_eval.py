@@ -40,6 +40,21 @@ def test_eval_table_rows_and_label_use(evaluated):
     assert {r["smoothing"] for r in rows if r["protocol"] == "paper"} == {0.0, 10.0}
 
 
+def test_the_headline_is_the_unsmoothed_clean_row_of_the_full_model():
+    from mama.evaluate.report import headline
+
+    rows = [{"protocol": p, "model": m, "smoothing": s, "test_labels_used": used, "weights_from": w, "_scores": []}
+            for m in ("generator", "generator+destroyer")
+            for p, used, w in (("paper", False, "fixed defaults"), ("paper", True, "oracle (tuned on test labels)"),
+                               ("clean", False, "fixed defaults"), ("online", False, "fixed defaults"))
+            for s in (0.0, 10.0)]
+    h = headline(rows)
+    assert (h["protocol"], h["model"], h["smoothing"], h["test_labels_used"]) == ("clean", "generator+destroyer", 0.0, False)
+    # Only the online protocol run: its unsmoothed full-model row.
+    h = headline([r for r in rows if r["protocol"] == "online"])
+    assert (h["model"], h["smoothing"]) == ("generator+destroyer", 0.0)
+
+
 def test_scores_csv_matches_metrics(evaluated, tiny_run):
     result = json.loads((evaluated / "metrics.json").read_text())
     with open(evaluated / "scores.csv") as f:
