@@ -1,6 +1,6 @@
 """Alarms over a whole sequence of scores: the events a tracker (mama.live.events) would
 raise, and the threshold that keeps normal footage to a false-alarm rate. Used by `mama
-score` (--false-alarms-per-hour) and by `mama eval`'s report (the alarms on the test videos)."""
+score` and by `mama eval`'s report (the alarms it would raise on the test videos)."""
 from __future__ import annotations
 
 import numpy as np
@@ -41,3 +41,9 @@ def threshold_for_rate(sequences: list[np.ndarray], fps: list[float], per_hour: 
         best = float(t)
     return best, hours
 
+
+
+def default_threshold(calib: dict) -> tuple[float, str]:
+    """The alarm threshold of a calibration (mama.evaluate.calibrate) when none is given, and
+    where it comes from in words: a high quantile of the online score over normal frames."""
+    return float(calib["threshold"]), f"calibration quantile {calib.get('quantile')}"

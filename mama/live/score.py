@@ -44,7 +44,7 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from mama.config import ScoreOptions  # noqa: E402
 from mama.data.datasets import frame_to_model_range, make_folder_samples, video_background  # noqa: E402
 from mama.errors import MamaError  # noqa: E402
-from mama.evaluate.alarms import threshold_for_rate  # noqa: E402
+from mama.evaluate.alarms import default_threshold, threshold_for_rate  # noqa: E402
 from mama.evaluate.calibrate import calibrate  # noqa: E402
 from mama.evaluate.engine import Scorer  # noqa: E402
 from mama.evaluate.fusion import FusionWeights, OnlineFusion, StreamStats  # noqa: E402
@@ -467,7 +467,7 @@ class ScoreRun:
                   + ("" if hours >= 1 else " (under an hour: with so little footage the rate is a bound, not a "
                      "measurement; calibrate on more with --calibrate-on)"), file=sys.stderr, flush=True)
         else:
-            threshold, origin = float(calib["threshold"]), f"calibration quantile {calib.get('quantile')}"
+            threshold, origin = default_threshold(calib)
         ignore = None
         if o.ignore is not None:
             if not o.ignore.exists():
