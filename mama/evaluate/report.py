@@ -233,9 +233,9 @@ def _page(result: dict, groups, head: dict, watched: Watch | None, shots) -> str
     body, classes, notes = [], [], []
     for group in groups:
         r, names = group[0], [x["protocol"] for x in group]
-        used = "no" if not r["test_labels_used"] else "yes: " + e(
-            "checkpoint selected on test labels" if result.get("checkpoint_selected_on_test") and "oracle" not in r["weights_from"]
-            else r["weights_from"])
+        # The weights' origin has its own column; a checkpoint chosen on test labels has none.
+        used = "no" if not r["test_labels_used"] else "yes" if "oracle" in r["weights_from"] else \
+            "yes: checkpoint selected on test labels"
         body.append([e(_names(group)), SHORT.get(r["model"], e(r["model"])), f"{r['smoothing']:g}",
                      *(_num(r.get(m)) for m in METRICS), e(r["weights"]), e(r["weights_from"]), used])
         classes.append("head" if any(x is head for x in group) else "oracle" if r["test_labels_used"] else "")
@@ -253,7 +253,7 @@ def _page(result: dict, groups, head: dict, watched: Watch | None, shots) -> str
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>mama eval: {e(result['dataset'])}</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.4}}
 table{{border-collapse:collapse;font-size:13px;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-th{{background:#eee}}tr.head td{{background:#fff6cc;font-weight:bold}}tr.oracle td{{color:#888}}
+th{{background:#eee}}td:first-child{{white-space:nowrap}}tr.head td{{background:#fff6cc;font-weight:bold}}tr.oracle td{{color:#888}}
 .headline{{font-size:1.25em;background:#f3f7ff;border-left:5px solid #36c;padding:.6em 1em}}
 .flags{{background:#fff0f0;border-left:5px solid #c33;padding:.4em 1em}}.note{{font-size:13px;color:#444}}
 dl{{font-size:13px;display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}}dt{{font-weight:bold}}dd{{margin:0}}
@@ -261,6 +261,7 @@ figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:340
 figure img{{width:320px;image-rendering:pixelated;border:1px solid #999}}figcaption{{font-size:13px}}</style></head><body>
 <h1>mama evaluation: {e(result['dataset'])}</h1>
 <p class=headline id=headline>{e(headline_sentence(result))}</p>
+{_flags(result.get("model_card"))}
 <p>Checkpoint <code>{e(result['checkpoint'])}</code>, frames scored at {result['size']}x{result['size']}, motion from
 <b>{e(result['motion'])}</b>, labels from <b>{e(result['labels'])}</b>; {len(result['videos'])} test videos,
 {head['frames']} scored frames of which {head['abnormal_frames']} abnormal (base rate {base:.3f}). The first
@@ -304,15 +305,22 @@ against the alarm threshold (the white tick; red when it alarms).</p>
 {figures}"""
 
 
+def _flags(card: dict | None) -> str:
+    """The model card's flags, plain sentences shown under the headline: what to fix before trusting the figure."""
+    if not card or not card.get("flags"):
+        return ""
+    items = "".join(f"<li>{html.escape(str(f))}</li>" for f in card["flags"])
+    return f"<div class=flags id=flags><b>Model card flags</b><ul>{items}</ul></div>"
+
+
 def _model_card(card: dict | None) -> str:
-    """The checkpoint's model card (written at training): flags first, then what each stream and the fusion do."""
+    """The checkpoint's model card (written at training): how it was chosen, what each stream and the fusion do."""
     if not card:
         return ""
     e = html.escape
     parts = ["<h2>Model card</h2>"]
     if card.get("flags"):
-        parts.append("<div class=flags><b>Flags</b><ul>" + "".join(f"<li>{e(str(f))}</li>" for f in card["flags"])
-                     + "</ul></div>")
+        parts.append("<p>Its flags are at the top of this page.</p>")
     ck = card.get("checkpoint") or {}
     if ck:
         parts.append(f"<p>Checkpoint of step {e(str(ck.get('step', '?')))}"

@@ -117,8 +117,9 @@ def test_the_report_reads_as_sentences_with_every_term_defined(evaluated, tiny_r
                 "abnormal_frames", "generator+destroyer"):
         assert raw not in text, raw
     assert not re.search(r"\b(True|False|nan|None)\b", text) and not re.search(r"\d\.\d{4}", text)
-    # The model card, flags first.
-    assert text.index(CARD["flags"][0]) < text.index("pseudo-anomaly AUC") and "0.310" in text
+    # The model card, its flags right under the headline.
+    assert text.index(sentence.strip()) < text.index(CARD["flags"][0]) < text.index("Every protocol")
+    assert "pseudo-anomaly AUC" in text and "0.310" in text
     # The alarms: mama score's own threshold (the calibration's), three example frames at the video's size.
     alarms = result["alarms"]
     assert alarms["threshold"] == pytest.approx(read_file(tiny_run["destroyer"], "run")["calibration"]["threshold"])
@@ -138,10 +139,10 @@ def test_the_report_reads_as_sentences_with_every_term_defined(evaluated, tiny_r
 
 
 def test_a_partial_or_missing_model_card_still_renders():
-    from mama.evaluate.report import _model_card
+    from mama.evaluate.report import _flags, _model_card
 
-    assert _model_card(None) == "" and _model_card({}) == ""
-    assert "train longer" in _model_card({"flags": ["train longer"]})
+    assert _model_card(None) == "" and _model_card({}) == "" and _flags(None) == "" and _flags({}) == ""
+    assert "train longer" in _flags({"flags": ["train longer"]})
     assert "sse" in _model_card({"streams": [{"name": "sse"}], "checkpoint": {"step": 3}, "fusion": {}})
 
 
