@@ -20,10 +20,10 @@ def demo(
     """Synthesise a surveillance dataset, train both stages, evaluate, print the metrics."""
     from mama.cli.evaluate import print_table
     from mama.demo import run_demo
+    from mama.evaluate.report import headline_sentence
 
     result = run_demo(DemoOptions(out=out, data_root=data_root, seed=seed,
                                   generator_iters=generator_iters, destroyer_iters=destroyer_iters))
     print_table(result)
-    h = result["headline"]
-    typer.echo(f"headline ({h['protocol']}, {h['model']}, no test label used): micro AUC {h['micro_auc']:.4f}")
+    typer.echo(headline_sentence(result))
     typer.echo(f"report: {out / 'eval' / 'report.html'}  ({result['demo_seconds']:.0f} s)")

@@ -53,7 +53,10 @@ def evaluate(
                              label_weights=label_weights, feature_store=feature_store,
                              amp=amp, compile=compile))
     if result:  # under torchrun only rank 0 reports
+        from mama.evaluate.report import headline_sentence
+
         print_table(result)
+        typer.echo(headline_sentence(result))
         typer.echo(f"report: {out / 'report.html'}")
 
 

@@ -443,8 +443,18 @@ def _first_frame_shape(path: str) -> tuple[int, int]:
 
 
 def decode_video_frame(video: "VideoRecord", index: int) -> np.ndarray:
-    """Frame `index` of a frame-folder video, decoded (uint8 BGR) and checked to have the size of
-    the video's first frame (check_frame_shape)."""
+    """Frame `index` of a video, decoded (uint8 BGR) at its own size; a frame folder's checked
+    to have the size of its first frame (check_frame_shape)."""
+    if video.video_file is not None:
+        capture = cv2.VideoCapture(str(video.video_file))
+        try:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            ok, image = capture.read()
+        finally:
+            capture.release()
+        if not ok:
+            raise MamaError(f"{video.video_file}: cannot read frame {index}; the file changed, list the dataset again")
+        return image
     path, first = video.frames[index], video.frames[0]
     image = decode_image(path)
     return check_frame_shape(path, image, first, image.shape[:2] if index == 0 else _first_frame_shape(str(first)))

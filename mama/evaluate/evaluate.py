@@ -23,6 +23,7 @@ from mama.data.datasets import check_frame_files, make_samples
 from mama.errors import MamaError
 from mama.evaluate.calibrate import ONLINE_SIGMA, effective_weights, scene_background
 from mama.evaluate.engine import Scorer
+from mama.evaluate.examples import watch
 from mama.features.clips import INPUT_FRAMES
 from mama.evaluate.fusion import (
     PAPER_WEIGHTS,
@@ -122,11 +123,11 @@ def evaluate(opts: EvalOptions) -> dict:
             f"{opts.checkpoint} has no calibration (a reference-code checkpoint?); the online protocol "
             "needs one: run `mama eval --protocol paper` or `--protocol clean`, or calibrate by training with mama"
         )
-    on_streams = streams
+    on_streams, on_bg = streams, None
     if "online" in opts.protocols and extractor.needs_background:  # scored against the scene's background
-        bg = calib.get("background")
-        bg = bg.numpy() if bg is not None else scene_background(make_samples(opts.dataset, Path(opts.data_root), "training"), size)
-        on_streams = sharded_video_streams(rt, scorer, videos, size, background=bg, description="online pass")
+        on_bg = calib.get("background")
+        on_bg = on_bg.numpy() if on_bg is not None else scene_background(make_samples(opts.dataset, Path(opts.data_root), "training"), size)
+        on_streams = sharded_video_streams(rt, scorer, videos, size, background=on_bg, description="online pass")
     if not rt.is_main:
         teardown_runtime(rt)
         return {}
@@ -203,9 +204,13 @@ def evaluate(opts: EvalOptions) -> dict:
         result["model_card"] = card
     if local is not None:
         result["localisation"] = local
+    # The report's alarms and example frames: what `mama score` would do, so online scores only.
+    watched = watch(calib, scorer, videos, on_streams, labels, size, on_bg) if "online" in opts.protocols else None
+    if watched is not None:
+        result["alarms"] = watched.summary(videos)
     from mama.evaluate.report import write_report
 
     with output_folder(opts.out):
-        write_report(opts.out, result, rows, videos, streams, labels)
+        write_report(opts.out, result, rows, videos, streams, labels, watched)
     teardown_runtime(rt)
     return result

@@ -44,15 +44,17 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from mama.config import ScoreOptions  # noqa: E402
 from mama.data.datasets import frame_to_model_range, make_folder_samples, video_background  # noqa: E402
 from mama.errors import MamaError  # noqa: E402
+from mama.evaluate.alarms import default_threshold, threshold_for_rate  # noqa: E402
 from mama.evaluate.calibrate import calibrate  # noqa: E402
 from mama.evaluate.engine import Scorer  # noqa: E402
 from mama.evaluate.fusion import FusionWeights, OnlineFusion, StreamStats, clean_weights  # noqa: E402
 from mama.evaluate.maps import AnomalyMapper, downsample_mask, peak_region, regions  # noqa: E402
+from mama.evaluate.picture import draw_frame  # noqa: E402
 from mama.features.clips import INPUT_FRAMES  # noqa: E402
 from mama.features.registry import build_extractor  # noqa: E402
 from mama.io import atomic_path, output_folder  # noqa: E402
-from mama.live.draw import OverlayVideo, draw_frame, write_jpeg  # noqa: E402
-from mama.live.events import EventTracker, FrameScore, iso_time, threshold_for_rate  # noqa: E402
+from mama.live.draw import OverlayVideo, write_jpeg  # noqa: E402
+from mama.live.events import EventTracker, FrameScore, iso_time  # noqa: E402
 from mama.live.sinks import EventLog, Webhook, check_webhook  # noqa: E402
 from mama.live.sources import DEFAULT_FPS, Frame, Gap, LiveSource, Source, open_sources  # noqa: E402
 from mama.models.build import models_from_run, run_meta  # noqa: E402
@@ -471,7 +473,7 @@ class ScoreRun:
                   + ("" if hours >= 1 else " (under an hour: with so little footage the rate is a bound, not a "
                      "measurement; calibrate on more with --calibrate-on)"), file=sys.stderr, flush=True)
         else:
-            threshold, origin = float(calib["threshold"]), f"calibration quantile {calib.get('quantile')}"
+            threshold, origin = default_threshold(calib)
         ignore = None
         if o.ignore is not None:
             if not o.ignore.exists():

@@ -17,8 +17,9 @@ import pytest
 from mama.cli.app import main
 from mama.data.datasets import make_samples
 from mama.evaluate.maps import peak_region, regions
-from mama.live.draw import _fit_text, draw_frame
-from mama.live.events import EventTracker, FrameScore, offline_events, threshold_for_rate
+from mama.evaluate.alarms import offline_events, threshold_for_rate
+from mama.evaluate.picture import _fit_text, draw_frame
+from mama.live.events import EventTracker, FrameScore
 from mama.live.sinks import Webhook
 from mama.live.sources import LiveSource
 

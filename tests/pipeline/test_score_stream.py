@@ -22,7 +22,7 @@ from mama.cli.app import main
 from mama.data.datasets import load_video_frames, make_samples
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online
-from mama.live.events import offline_events
+from mama.evaluate.alarms import offline_events
 from mama.features.registry import build_extractor
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
