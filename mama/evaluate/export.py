@@ -91,7 +91,12 @@ def export_run(source: Path, out: Path, motion_weights: Path | None = None, labe
             if len(calls) > 1:
                 raise MamaError(f"the {role} provider {provider.name!r} runs {len(calls)} networks; export handles one")
             for attr, (method, example) in calls.items():
-                export_network(provider.networks[attr], (example,), tmp / f"{role}.onnx", ["input"], ["output"], method)
+                try:
+                    export_network(provider.networks[attr], (example,), tmp / f"{role}.onnx", ["input"], ["output"],
+                                   method)
+                except torch.onnx.errors.OnnxExporterError as exc:  # e.g. full FlowNet2's correlation
+                    raise MamaError(f"the {role} provider {provider.name!r} cannot be exported to ONNX "
+                                    f"({str(exc).splitlines()[0][:120]}); score this run with --engine torch") from None
                 networks[role] = {"file": f"{role}.onnx", "attribute": attr, "method": method}
         arrays: dict[str, np.ndarray] = {}
         record = {

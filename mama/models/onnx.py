@@ -65,6 +65,9 @@ def export_network(net: nn.Module, inputs: tuple[Tensor, ...], path: Path, input
         # The shape checks and the decoder's padding branch on sizes, constant in a graph made
         # for one frame size (only the batch axis varies): the tracer's warnings say nothing here.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # The TorchScript exporter on purpose (deprecated in favour of torch.export's, which did not
+        # take FlowNet2's correlation either): it traces these plain networks with a dynamic batch.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(wrapper, inputs, str(path), input_names=input_names,
                           output_names=output_names, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
 
