@@ -14,6 +14,7 @@ tensors like the network, it returns torch tensors, so the scoring pipeline does
 """
 from __future__ import annotations
 
+import importlib
 import warnings
 from pathlib import Path
 
@@ -33,13 +34,17 @@ INSTALL_HINT = 'pip install "mama[onnx]"'
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
+def _extra(module: str, what: str):
+    """A module of the onnx extra, or a MamaError saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MamaError(f"{what} needs the onnx extra ({module} is not installed): {INSTALL_HINT}") from None
+
+
 def onnxruntime():
     """The onnxruntime module, or a MamaError saying how to install it."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise MamaError(f"the onnxruntime engine needs the onnx extra: {INSTALL_HINT}") from None
-    return ort
+    return _extra("onnxruntime", "the onnxruntime engine")
 
 
 class _Method(nn.Module):
@@ -58,6 +63,7 @@ class _Method(nn.Module):
 def export_network(net: nn.Module, inputs: tuple[Tensor, ...], path: Path, input_names: list[str],
                    output_names: list[str], method: str = "forward") -> None:
     """Write `net.<method>(*inputs)` to `path` as ONNX (batch axis dynamic)."""
+    _extra("onnx", "mama export")  # the exporter writes through it
     # The wrapper in eval mode too: the exporter restores its mode, and with it the network's.
     wrapper = _Method(net.eval(), method).eval()
     dynamic = {name: {0: "batch"} for name in (*input_names, *output_names)}

@@ -99,7 +99,7 @@ def _error(capsys) -> str:
     return err[0]
 
 
-def test_export_refuses_bad_paths_and_writes_nothing(random_run, tmp_path, capsys):
+def test_export_refuses_bad_paths_and_writes_nothing(random_run, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert main(["export", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     assert "missing.pt does not exist" in _error(capsys) and not out.exists()
@@ -109,6 +109,10 @@ def test_export_refuses_bad_paths_and_writes_nothing(random_run, tmp_path, capsy
     assert main(["export", str(random_run["checkpoint"]), "--out", str(tmp_path)]) == 2
     assert "holds other files" in _error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
+        assert main(["export", str(random_run["checkpoint"]), "--out", str(out)]) == 2
+    assert 'pip install "mama[onnx]"' in _error(capsys) and not out.exists()
 
 
 def test_the_onnxruntime_engine_refuses_what_it_cannot_use(random_run, tiny_synth, tmp_path, capsys, monkeypatch):
