@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mama.cli import cache, data, demo, evaluate, score, serve, train, weights
+from mama.cli import cache, data, demo, evaluate, export, score, serve, train, weights
 from mama.errors import MamaError
 from mama.runtime import exit_code_of
 
@@ -38,6 +38,7 @@ app.add_typer(cache.cache_app, name="cache", help="List what the cache holds (fr
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("score")(score.score)
+app.command("export")(export.export)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 

@@ -14,7 +14,7 @@ D = ScoreOptions(input=None, checkpoint=Path("."), out=Path("."))  # the default
 
 def score(
     input: Optional[str] = typer.Argument(None, help="a video file, a folder of frames, a folder of videos, or a URL (rtsp://, http://)"),
-    checkpoint: Path = typer.Option(..., help="final.pt of a `mama train` run (it holds the calibration)"),
+    checkpoint: Path = typer.Option(..., help="final.pt of a `mama train` run (it holds the calibration); with --engine onnxruntime, a `mama export` folder"),
     camera: Optional[int] = typer.Option(None, help="score camera N (e.g. 0) instead of INPUT"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: scores_<input name>/)"),
     overlay: Optional[Path] = typer.Option(None, help="also write a video (.mp4/.avi) at the source's resolution with the anomaly map, boxes and score drawn"),
@@ -36,6 +36,7 @@ def score(
     label_weights: Optional[Path] = typer.Option(None, help="DeepLabv3 weight file (default: weights dir / torch hub cache)"),
     amp: bool = typer.Option(D.amp, "--amp/--no-amp", help="bf16 autocast (CUDA)"),
     compile: bool = typer.Option(D.compile, "--compile/--no-compile", help="torch.compile the networks (CUDA graphs on CUDA)"),
+    engine: str = typer.Option(D.engine, help="torch | onnxruntime: the networks of a `mama export` folder run by ONNX Runtime (pip install \"mama[onnx]\")"),
 ) -> None:
     """Score every frame as it arrives; alarms (new / update / end) say when and where.
 
@@ -52,7 +53,7 @@ def score(
                         motion_weights=motion_weights, label_weights=label_weights, amp=amp, compile=compile,
                         threshold=threshold, false_alarms_per_hour=false_alarms_per_hour, calibrate_on=calibrate_on,
                         min_duration=min_duration, merge_gap=merge_gap, update_interval=update_interval, ignore=ignore,
-                        webhook=webhook, max_lag=max_lag, reconnect=reconnect, fps=fps, append=append)
+                        webhook=webhook, max_lag=max_lag, reconnect=reconnect, fps=fps, append=append, engine=engine)
     summary = score_videos(opts)
     for v in summary["videos"]:
         spans = ", ".join(f"{e['start_frame']}-{e['end_frame']}" for e in v["events"]) or "none"

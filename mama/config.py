@@ -197,6 +197,7 @@ def base_problem(base) -> str | None:
 
 
 PROTOCOLS = ("paper", "clean", "online")  # mama.evaluate.evaluate
+ENGINES = ("torch", "onnxruntime")  # what runs the networks in `mama score` (ScoreOptions.engine)
 SCORE_BATCH = 32  # frames per scoring chunk (features, then the clips ending in it); a score waits at most this + 1
 
 
@@ -269,6 +270,9 @@ class ScoreOptions:
     reconnect: int = 5  # tries to reopen a live source that drops
     fps: float | None = None  # media time of a source that states no frame rate (default 25)
     append: bool = False  # add this run to an --out that holds an earlier one
+    # "onnxruntime": the networks of a `mama export` folder (the checkpoint) run by ONNX Runtime
+    # on the CPU; everything else is the same pipeline.
+    engine: str = "torch"
 
     def __post_init__(self) -> None:
         """Every range and output path checked before anything is opened or written."""
@@ -296,6 +300,17 @@ class ScoreOptions:
             raise MamaError(f"--false-alarms-per-hour {self.false_alarms_per_hour} must be 0 or more")
         if self.threshold is not None and self.false_alarms_per_hour is not None:
             raise MamaError("--threshold and --false-alarms-per-hour both set the threshold; give one of the two")
+        if self.engine not in ENGINES:
+            raise MamaError(f"--engine {self.engine}: choose one of {', '.join(ENGINES)}")
+        if self.engine == "onnxruntime":
+            # The export holds every network and runs on the CPU: these flags would be ignored.
+            for flag, conflict in (("--amp", self.amp), ("--compile", self.compile),
+                                   ("--motion-weights", self.motion_weights is not None),
+                                   ("--label-weights", self.label_weights is not None),
+                                   (f"--device {self.device}", self.device not in ("auto", "cpu"))):
+                if conflict:
+                    raise MamaError(f"{flag} does not apply to --engine onnxruntime (the export holds the networks, "
+                                    "which run on the CPU); drop it")
 
 
 def check_batch_size(value: int) -> None:

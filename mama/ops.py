@@ -14,6 +14,7 @@ same schemas, so every caller keeps working (slowly).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -63,6 +64,27 @@ except ImportError as _exc:  # pragma: no cover - exercised only on a broken ins
     for _name, _schema in SCHEMAS.items():
         _fallback_lib.define(_schema)
         _fallback_lib.impl(_name, getattr(reference, _name), "CompositeExplicitAutograd")
+
+
+_reference_depth = 0  # > 0 inside `reference_faces()`
+
+
+@contextlib.contextmanager
+def reference_faces():
+    """Inside it the public functions below run their plain-PyTorch reference instead of the
+    registered op, so a tracer that knows only standard operators (torch.onnx.export) sees
+    their definitions. Forward only; not thread-local: for export, not for scoring."""
+    global _reference_depth
+    _reference_depth += 1
+    try:
+        yield
+    finally:
+        _reference_depth -= 1
+
+
+def _face(name: str):
+    """The op `name` as called now: the registered op, or its reference inside reference_faces()."""
+    return getattr(reference, name) if _reference_depth else getattr(torch.ops.mama, name)
 
 
 def _register_triton(op: str, module: str, impls: dict[str, str]) -> None:
@@ -140,7 +162,7 @@ def correlation(a: Tensor, b: Tensor, pad: int = 20, kernel_size: int = 1, max_d
     (FlowNetC uses 0.1). The defaults are FlowNetC's (441 channels, same H and W).
     Differentiable in a and b.
     """
-    return torch.ops.mama.correlation(a, b, pad, kernel_size, max_disp, stride1, stride2,
+    return _face("correlation")(a, b, pad, kernel_size, max_disp, stride1, stride2,
                                       float(negative_slope))
 
 
@@ -228,7 +250,7 @@ def warp(img: Tensor, flow: Tensor) -> Tensor:
     each neighbour index is clamped to the image, so points outside it sample the border.
     Differentiable in img and flow.
     """
-    return torch.ops.mama.warp(img, flow)
+    return _face("warp")(img, flow)
 
 
 def warp_residual(img0: Tensor, img1: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
@@ -238,7 +260,7 @@ def warp_residual(img0: Tensor, img1: Tensor, flow: Tensor) -> tuple[Tensor, Ten
     L2 norm over channels of img0 - warped (FlowNet2's Resample2d + ChannelNorm). The norm's
     gradient is 0 where the norm is 0. Differentiable in img0, img1 and flow.
     """
-    return torch.ops.mama.warp_residual(img0, img1, flow)
+    return _face("warp_residual")(img0, img1, flow)
 
 # =============================== bottleneck_sim ===============================
 
@@ -296,7 +318,7 @@ def bottleneck_sim(x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor, x_z: Tensor,
     anchor x_z, pos z4, neg x4. The batch means are the paper's training triplet losses.
     Differentiable in all five features.
     """
-    return torch.ops.mama.bottleneck_sim(x4, y4, x_y, z4, x_z, float(margin))
+    return _face("bottleneck_sim")(x4, y4, x_y, z4, x_z, float(margin))
 
 
 # =============================== patch_destroy_loss ===============================
@@ -351,7 +373,7 @@ def patch_destroy_loss(A: Tensor, N: Tensor, GT: Tensor, G: Tensor, BG: Tensor,
     loss = diff * mean((BG - G)^2) + (1 - diff) * mean((A - G)^2).
     Badly predicted tiles are pushed towards the background. Differentiable in G only.
     """
-    return torch.ops.mama.patch_destroy_loss(A, N, GT, G, BG, int(patch), float(ld))
+    return _face("patch_destroy_loss")(A, N, GT, G, BG, int(patch), float(ld))
 
 
 # =============================== winograd_conv3x3 ===============================
@@ -386,7 +408,7 @@ def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None = None, dilation:
     (tile 2) or 4x (tile 4) fewer multiply-adds than the direct convolution; the tile is read
     off u's shape. x (N, C, H, W) float32 on CPU; returns (N, K, H, W) in channels_last.
     Inference only (not differentiable)."""
-    return torch.ops.mama.winograd_conv3x3(x, u, bias, int(dilation), bool(relu))
+    return _face("winograd_conv3x3")(x, u, bias, int(dilation), bool(relu))
 
 
 # =============================== patch_noise ===============================

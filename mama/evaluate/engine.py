@@ -14,7 +14,9 @@ channels_last, Winograd 3x3 convolutions) made once when the Scorer is built, so
 passed in are never modified (copies passed in are used as they are); `optimize=False` runs
 the models as they are (`True` forces copies). `compile=True` runs the networks through
 torch.compile (on CUDA with CUDA graphs: mama.runtime.compile_model). A video's streams stay
-on the device until it ends, then come back in one transfer.
+on the device until it ends, then come back in one transfer. The networks may also be ONNX
+Runtime sessions called like them (mama.models.onnx; `mama export`, mama.evaluate.export), run
+with `optimize=False`: the rest of the scoring is this same code.
 """
 from __future__ import annotations
 

@@ -29,6 +29,11 @@ class Provider:
         """The networks this provider runs, by attribute name (none for the weight-free ones)."""
         return {}
 
+    def network_calls(self, size: int) -> dict[str, tuple[str, torch.Tensor]]:
+        """For each network (by attribute name) the method this provider calls and an input of
+        one frame (pair) at `size`: what an ONNX export traces (mama.models.onnx)."""
+        return {}
+
     def with_networks(self, networks: dict[str, nn.Module]) -> "Provider":
         """A copy of this provider running `networks` (same names) instead of its own."""
         other = copy.copy(self)

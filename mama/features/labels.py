@@ -28,6 +28,9 @@ class DeepLabLabels(LabelProvider):
     def networks(self) -> dict[str, nn.Module]:
         return {"model": self.model}
 
+    def network_calls(self, size: int) -> dict[str, tuple[str, torch.Tensor]]:
+        return {"model": ("stride8_logits", torch.zeros(1, 3, size, size))}
+
     @torch.no_grad()
     def coarse(self, frames, background=None):
         return self.model.stride8_logits(frames)

@@ -136,5 +136,9 @@ class FlowNetFlow(MotionProvider):
             return flownet2sd_reference_lowres(self.net, prev, nxt)
         return self.net(reference_pair(prev, nxt))
 
+    def network_calls(self, size: int) -> dict[str, tuple[str, torch.Tensor]]:
+        frame = torch.zeros(1, 3, size, size)
+        return {"net": ("forward_lowres" if self.lowres else "forward", reference_pair(frame, frame))}
+
     def expand(self, coarse: torch.Tensor, size) -> torch.Tensor:
         return flownet2.upsample_flow(coarse, "bilinear") if self.lowres else coarse

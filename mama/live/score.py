@@ -47,6 +47,7 @@ from mama.errors import MamaError  # noqa: E402
 from mama.evaluate.alarms import default_threshold, threshold_for_rate  # noqa: E402
 from mama.evaluate.calibrate import calibrate  # noqa: E402
 from mama.evaluate.engine import Scorer  # noqa: E402
+from mama.evaluate.export import EXPORT_FILE, read_export, scorer_from_export  # noqa: E402
 from mama.evaluate.fusion import FusionWeights, OnlineFusion, StreamStats, clean_weights  # noqa: E402
 from mama.evaluate.maps import AnomalyMapper, downsample_mask, peak_region, regions  # noqa: E402
 from mama.evaluate.picture import draw_frame  # noqa: E402
@@ -376,9 +377,18 @@ class ScoreRun:
         if earlier and not o.append:
             raise MamaError(f"--out {self.out} holds an earlier run's {earlier[0]}; give another --out, or --append to "
                             "add this run after it")
-        payload = read_file(o.checkpoint, "run")
+        if o.engine == "onnxruntime":
+            export = read_export(o.checkpoint)
+            payload = {"calibration": export.calibration}
+        else:
+            if (Path(o.checkpoint) / EXPORT_FILE).is_file():
+                raise MamaError(f"--checkpoint {o.checkpoint} is an ONNX export (mama export); add --engine onnxruntime, "
+                                "or pass the run's final.pt")
+            payload = read_file(o.checkpoint, "run")
 
         def make_scorer() -> tuple[Scorer, int]:
+            if o.engine == "onnxruntime":
+                return scorer_from_export(export, o.batch_size), export.size
             net_g, net_a, meta = models_from_run(payload, o.checkpoint, need_destroyer=False)
             dev = pick_device(o.device)
             extractor = build_extractor(meta["motion"], meta["labels"], dev, o.motion_weights, o.label_weights)
@@ -389,8 +399,8 @@ class ScoreRun:
             (self.scorer, self.size), self.lock = make_scorer(), threading.Lock()
             self.networks = BatchedNetworks(self.scorer)  # one camera: every pass is its own
         else:  # mama serve: one copy of the networks per checkpoint and settings, shared by its cameras
-            key = (str(Path(o.checkpoint).resolve()), o.device, o.batch_size, o.amp, o.compile, str(o.motion_weights),
-                   str(o.label_weights))
+            key = (str(Path(o.checkpoint).resolve()), o.engine, o.device, o.batch_size, o.amp, o.compile,
+                   str(o.motion_weights), str(o.label_weights))
             self.scorer, self.size, self.lock, self.networks = shared.get(key, make_scorer)
         self.sources = open_sources(o.input, o.camera, o.reconnect, o.fps)
         if o.overlay is not None and len(self.sources) != 1:
