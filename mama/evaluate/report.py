@@ -347,8 +347,8 @@ def _ablation(ablation: list[dict] | None) -> str:
     heads = ["micro AUC, unsmoothed" if k == "micro_auc" else f"micro AUC, smoothed (sigma {k.split('sigma')[-1]})"
              for k in keys]
     body = [[html.escape(r["streams"]), html.escape(r["weights"]), *(_num(r[k]) for k in keys)] for r in ablation]
-    return ("<h2>Which streams help</h2><p>The same scores re-fused from subsets of the streams (clean protocol, "
-            "no retraining, no test label used).</p>" + _table(["streams fused", "fusion weights a,b,c,d", *heads], body))
+    return ("<h2>Which streams help</h2><p>The same scores re-fused from subsets of the paper's fusion (per-video "
+            "normalisation, no retraining, no test label used).</p>" + _table(["streams fused", "fusion weights a,b,c,d", *heads], body))
 
 
 def _localisation(loc: dict | None) -> str:
