@@ -77,7 +77,7 @@ def print_table(result: dict) -> None:
     console = Console(width=max(Console().width, 130))
     console.print(t)
     if result.get("ablation"):
-        a = Table(title="stream ablation (clean protocol, the same streams re-fused; no test label used)")
+        a = Table(title="stream ablation (the paper's fusion taken apart, the same streams re-fused; no test label used)")
         keys = [k for k in result["ablation"][0] if k.startswith("micro_auc")]
         for c in ("streams", "weights a,b,c,d", *keys):
             a.add_column(c, no_wrap=True)
