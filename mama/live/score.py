@@ -408,8 +408,6 @@ class ScoreRun:
                 s.close()
             raise MamaError(f"--overlay writes one video, but {o.input} holds {len(self.sources)}; score one video file "
                             "or frame folder")
-        for flag in (payload.get("card") or {}).get("flags", []):  # the fusion it calibrated leaves them out
-            print(f"warning: model card: {flag}", file=sys.stderr, flush=True)
         try:
             self.calib = self._calibration(payload)
             self.alarms = self._alarms()
@@ -422,6 +420,9 @@ class ScoreRun:
             for s in self.sources:
                 s.close()
             raise
+        # Once the inputs are known good (a user's mistake stays one line): the fusion it calibrated leaves them out.
+        for flag in (payload.get("card") or {}).get("flags", []):
+            print(f"warning: model card: {flag}", file=sys.stderr, flush=True)
         self.mapper = self._mapper()
         if o.append and (self.out / "scores.csv").exists():
             with open(self.out / "scores.csv") as f:
