@@ -57,6 +57,12 @@ def headline_sentence(result: dict) -> str:
         labels = "TEST LABELS WERE USED: the checkpoint was selected on them"
     else:
         labels = f"TEST LABELS WERE USED: {h['weights_from']}"
+    if "model card" in h.get("weights_from", ""):  # say what the fused score is without
+        from mama.evaluate.card import STREAM_NAMES
+
+        flagged = [STREAM_NAMES.get(s["name"], s["name"]) for s in (result.get("model_card") or {}).get("streams", [])
+                   if s.get("flagged")]
+        model += f", with its {' and '.join(flagged)} stream{'s' * (len(flagged) > 1)} left out by the model card,"
     return (f"{model[0].upper() + model[1:]} scores the {h['videos']} {result['dataset']} test videos "
             f"({h['frames']} frames, {h['abnormal_frames'] / h['frames']:.1%} abnormal) at a frame-level micro AUC of "
             f"{h['micro_auc']:.3f} under the {h['protocol']} protocol, {_smoothing(h)}; {labels}.")

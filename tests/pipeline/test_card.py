@@ -100,6 +100,7 @@ def test_eval_and_score_leave_the_flagged_stream_out(inverted, tiny_run, tmp_pat
     out = capsys.readouterr().out
     assert rc == 0
     assert f"WARNING: {card['flags'][0]}" in out
+    assert "(G+D), with its destroyer stream left out by the model card, scores" in " ".join(out.split())  # the headline
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     full = {(r["protocol"], r["smoothing"]): r for r in result["rows"] if r["model"] == "generator+destroyer"}
     # clean and online: the card's fusion, the destroyer left out; paper: the paper's, kept as it is
