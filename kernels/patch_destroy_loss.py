@@ -12,8 +12,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mama.kernels import blocks
 from mama import checks
+from mama.kernels import blocks
 from mama.reference import SSIM_WINDOW, ssim_window
 
 MAX_PATCH = 64  # a tile is held in registers

@@ -48,9 +48,9 @@ def warp_residual_bwd(**bad):
     return tuple({**args, **bad}.values())
 
 
-def feats(*bad, dtype=torch.float32):
+def feats(*bad):
     """x4, y4, x_y, z4, x_z of shape (2, 4, 3, 3) with the i-th replaced by bad[i] when given."""
-    return tuple(b if b is not None else t(2, 4, 3, 3, dtype=dtype)
+    return tuple(b if b is not None else t(2, 4, 3, 3)
                  for b in (*bad, *[None] * (5 - len(bad))))
 
 
