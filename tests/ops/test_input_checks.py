@@ -1,8 +1,9 @@
 """One contract for bad op inputs: the C++ kernel (its own checks), the reference and the Triton
 launcher (both mama.checks) refuse each bad input below with a RuntimeError of the same text.
 
-Not covered here: the device checks (the C++ kernel wants CPU tensors, mama.checks one device
-for all; neither can be provoked with CPU tensors alone) and the Triton launchers' own block
+The device checks differ by design: the C++ kernel wants CPU tensors (not provokable with CPU
+tensors alone), mama.checks wants one device for all (tested below for the reference and the
+Triton launchers, with a meta tensor beside CPU ones). Not here: the Triton launchers' own block
 limits (mama.kernels.blocks; tested with each kernel). winograd_conv3x3 has no Triton kernel.
 """
 from __future__ import annotations
@@ -144,3 +145,27 @@ def test_winograd_cpu_kernel_and_reference_refuse_alike(args):
     cpp = refusal(torch.ops.mama.winograd_conv3x3, args)
     assert cpp[0] is RuntimeError and cpp[1].startswith("winograd_conv3x3: ")
     assert refusal(reference.winograd_conv3x3, args) == cpp
+
+
+def meta(*shape):
+    return torch.zeros(shape, device="meta")
+
+
+DEVICE_CASES = [  # one tensor on another device: the reference and the Triton launcher alike
+    ("correlation", corr(t(1, 2, 6, 6), meta(1, 2, 6, 6)), "correlation: tensors on different devices: "
+     "a on cpu, b on meta"),
+    ("warp", (t(1, 3, 4, 5), meta(1, 2, 4, 5)), "warp: tensors on different devices: img on cpu, flow on meta"),
+    ("warp_residual", (meta(1, 3, 4, 5), t(1, 3, 4, 5), t(1, 2, 4, 5)),
+     "warp_residual: tensors on different devices: img0 on meta, img1 on cpu"),
+    ("bottleneck_sim", (*feats(None, meta(2, 4, 3, 3)), 0.2),
+     "bottleneck_sim: tensors on different devices: y4 on meta, x4 on cpu"),
+    ("patch_destroy_loss", (*five(None, None, None, meta(1, 3, 16, 16)), 8, 4.0),
+     "patch_destroy_loss: tensors on different devices: G on meta, A on cpu"),
+]
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("op,args,message", DEVICE_CASES, ids=[c[0] for c in DEVICE_CASES])
+def test_reference_and_triton_refuse_mixed_devices_alike(op, args, message):
+    assert refusal(getattr(reference, op), args) == (RuntimeError, message)
+    assert refusal(TRITON[op], args) == (RuntimeError, message)
