@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mama import checks
 from mama.kernels import blocks
 
 NORM_EPS = 1e-12  # F.normalize's clamp on the channel norm
@@ -195,9 +196,6 @@ def _block_sizes(channels: int, width: int, budget: int) -> tuple[int, int]:
 
 
 def _features(*features: Tensor) -> list[Tensor]:
-    x4 = features[0]
-    if x4.dim() != 4 or any(t.shape != x4.shape or t.dtype != x4.dtype for t in features):
-        raise RuntimeError("bottleneck_sim: the five features must be (B,C,h,w) of one shape and dtype")
     return [t.contiguous() for t in features]
 
 
@@ -207,6 +205,7 @@ def _params(margin: float, like: Tensor) -> Tensor:
 
 def bottleneck_sim_forward(x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor, x_z: Tensor,
                            margin: float) -> tuple[Tensor, Tensor]:
+    checks.bottleneck_sim(x4, y4, x_y, z4, x_z)
     feats = _features(x4, y4, x_y, z4, x_z)
     B, C, h, w = x4.shape
     block_c, block_w = _block_sizes(C, w, budget=2048)
@@ -222,6 +221,7 @@ def bottleneck_sim_forward(x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor, x_z:
 def bottleneck_sim_backward(grad_motion: Tensor, grad_label: Tensor, x4: Tensor, y4: Tensor,
                             x_y: Tensor, z4: Tensor, x_z: Tensor,
                             margin: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    checks.bottleneck_sim_backward(grad_motion, grad_label, x4, y4, x_y, z4, x_z)
     feats = _features(x4, y4, x_y, z4, x_z)
     B, C, h, w = x4.shape
     block_c, block_w = _block_sizes(C, w, budget=1024)

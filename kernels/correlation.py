@@ -18,8 +18,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mama import checks
 from mama.kernels import blocks
-from mama.reference import _correlation_out_size
 
 _MAX_BLOCK_P = 64  # pixels per program
 _MAX_BLOCK_G = 256  # displacements per axis (padded to a power of two)
@@ -143,30 +143,6 @@ def _correlation_bwd_kernel(
     tl.store(grad_ptr + g_off, acc, mask=(pix < H * W)[:, None] & c_ok[None, :])
 
 
-def _check(a: Tensor, b: Tensor, pad: int, kernel_size: int, max_disp: int, stride1: int,
-           stride2: int, negative_slope: float) -> tuple[int, int]:
-    """Validate the op's arguments (same rules as the C++ kernel); returns (out_h, out_w)."""
-    if a.dim() != 4 or a.shape != b.shape:
-        raise RuntimeError(f"correlation: a and b must have the same (B,C,H,W) shape, got "
-                           f"{tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dtype != b.dtype or a.dtype not in (torch.float32, torch.float64):
-        raise RuntimeError(f"correlation: dtype must be float32 or float64 for both, got "
-                           f"{a.dtype} and {b.dtype}")
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise RuntimeError(f"correlation: kernel_size must be odd and >= 1, got {kernel_size}")
-    if pad < 0 or max_disp < 0 or stride1 < 1 or stride2 < 1:
-        raise RuntimeError("correlation: pad and max_disp must be >= 0 and stride1 and stride2 "
-                           f">= 1, got {pad}, {max_disp}, {stride1}, {stride2}")
-    if negative_slope < 0:
-        raise RuntimeError(f"correlation: negative_slope must be >= 0, got {negative_slope}")
-    out_h, out_w = (_correlation_out_size(n, pad, kernel_size, max_disp, stride1)
-                    for n in a.shape[-2:])
-    if out_h <= 0 or out_w <= 0:
-        raise RuntimeError(f"correlation: input {a.shape[-2]}x{a.shape[-1]} is too small for "
-                           f"pad {pad}, max_disp {max_disp} and kernel_size {kernel_size}")
-    return out_h, out_w
-
-
 def _block_sizes(grid: int, channels: int, pixels: int, numel: int) -> tuple[int, int, int]:
     """(BLOCK_P, BLOCK_G, BLOCK_C): one program holds a BLOCK_P x BLOCK_G x BLOCK_C tile."""
     if channels < 1 or pixels < 1:
@@ -182,7 +158,8 @@ def _block_sizes(grid: int, channels: int, pixels: int, numel: int) -> tuple[int
 def correlation_forward(a: Tensor, b: Tensor, pad: int, kernel_size: int, max_disp: int,
                         stride1: int, stride2: int, negative_slope: float) -> Tensor:
     """Launcher with the schema of mama::correlation."""
-    out_h, out_w = _check(a, b, pad, kernel_size, max_disp, stride1, stride2, negative_slope)
+    out_h, out_w = checks.correlation(a, b, pad, kernel_size, max_disp, stride1, stride2,
+                                      negative_slope)
     batch, channels, height, width = a.shape
     radius = max_disp // stride2
     grid = 2 * radius + 1
@@ -205,13 +182,10 @@ def correlation_backward(grad_out: Tensor, a: Tensor, b: Tensor, out: Tensor, pa
                          kernel_size: int, max_disp: int, stride1: int, stride2: int,
                          negative_slope: float) -> tuple[Tensor, Tensor]:
     """Launcher with the schema of mama::_correlation_backward: (grad_a, grad_b)."""
-    out_h, out_w = _check(a, b, pad, kernel_size, max_disp, stride1, stride2, negative_slope)
+    out_h, out_w = checks.correlation_backward(grad_out, a, b, out, pad, kernel_size, max_disp,
+                                               stride1, stride2, negative_slope)
     batch, channels, height, width = a.shape
     radius = max_disp // stride2
-    expected = (batch, (2 * radius + 1) ** 2, out_h, out_w)
-    if tuple(grad_out.shape) != expected or tuple(out.shape) != expected:
-        raise RuntimeError(f"correlation backward: grad_out and out must have shape {expected}, "
-                           f"got {tuple(grad_out.shape)} and {tuple(out.shape)}")
     grad_out = grad_out.contiguous()
     out = out.contiguous()
     block_p, block_g, block_c = _block_sizes(2 * radius + 1, channels, height * width,

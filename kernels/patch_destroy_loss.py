@@ -12,8 +12,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from mama import checks
 from mama.kernels import blocks
-from mama.reference import SSIM_WINDOW, _check_patch_args, ssim_window
+from mama.reference import SSIM_WINDOW, ssim_window
 
 MAX_PATCH = 64  # a tile is held in registers
 TILE_BUDGET = 4096  # elements of one (channels x rows, columns) block
@@ -167,10 +168,8 @@ def _block_sizes(patch: int, channels: int) -> dict[str, int]:
 
 
 def _prepare(A, N, GT, G, BG, patch, ld):
-    """Checked contiguous inputs, the window, ld as a tensor, the tile count, block sizes."""
-    _check_patch_args(A, N, GT, G, BG, patch)
-    if len({t.dtype for t in (A, N, GT, G, BG)}) != 1:
-        raise RuntimeError("patch_destroy_loss: the five inputs must share one dtype")
+    """Contiguous inputs (checked by the caller), the window, ld as a tensor, the tile count,
+    block sizes."""
     blocks = _block_sizes(patch, A.shape[1])
     win = ssim_window(blocks["WS"], A.dtype, A.device)
     ld_t = torch.tensor(ld, dtype=A.dtype, device=A.device)
@@ -181,6 +180,7 @@ def _prepare(A, N, GT, G, BG, patch, ld):
 
 def patch_destroy_loss_forward(A: Tensor, N: Tensor, GT: Tensor, G: Tensor, BG: Tensor,
                                patch: int, ld: float) -> Tensor:
+    checks.patch_destroy_loss(A, N, GT, G, BG, patch)
     inputs, win, ld_t, tiles, blocks = _prepare(A, N, GT, G, BG, patch, ld)
     _, C, H, W = A.shape
     tile_loss = torch.empty(tiles, dtype=A.dtype, device=A.device)
@@ -193,6 +193,7 @@ def patch_destroy_loss_forward(A: Tensor, N: Tensor, GT: Tensor, G: Tensor, BG: 
 
 def patch_destroy_loss_backward(grad: Tensor, A: Tensor, N: Tensor, GT: Tensor, G: Tensor,
                                 BG: Tensor, patch: int, ld: float) -> Tensor:
+    checks.patch_destroy_loss_backward(grad, A, N, GT, G, BG, patch)
     inputs, win, ld_t, tiles, blocks = _prepare(A, N, GT, G, BG, patch, ld)
     _, C, H, W = A.shape
     grad_G = torch.empty(G.shape, dtype=G.dtype, device=G.device)

@@ -7,7 +7,8 @@ block of pixels and loops over the channels, so a pixel's taps are computed once
 gradient is a scatter-add, done with atomics into a zeroed buffer.
 
 The host launchers have exactly the signatures of the op schemas (csrc/ops.cpp); mama/ops.py
-registers them for CUDA. On CPU tensors they run under TRITON_INTERPRET=1 (tests only).
+registers them for CUDA; they check their inputs with mama.checks, as the reference does.
+On CPU tensors they run under TRITON_INTERPRET=1 (tests only).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from mama import checks
 
 
 @triton.jit
@@ -140,44 +143,15 @@ def _warp_bwd_kernel(
     tl.store(grad_flow_ptr + b * 2 * hw + hw + rem, gy, mask=mask)
 
 
-def _launch_config(op: str, img: Tensor) -> tuple[int, int]:
-    """(BLOCK pixels per program, num_warps); raises for what the kernels do not handle."""
-    if img.dtype not in (torch.float32, torch.float64):
-        raise RuntimeError(f"{op}: Triton kernel supports float32 and float64, got {img.dtype}")
+def _launch_config(img: Tensor) -> tuple[int, int]:
+    """(BLOCK pixels per program, num_warps)."""
     if img.device.type == "cpu":
         return 1024, 4  # interpreter: fewer, larger programs run faster
     return 256, 4
 
 
-def _check(op: str, img_name: str, img: Tensor, flow: Tensor) -> None:
-    """The same shape/dtype/device checks, and messages, as the C++ kernels."""
-    if img.dim() != 4:
-        raise RuntimeError(
-            f"{op}: {img_name} must be a 4-D (B, C, H, W) tensor, got shape {list(img.shape)}"
-        )
-    batch, _, height, width = img.shape
-    if tuple(flow.shape) != (batch, 2, height, width):
-        raise RuntimeError(
-            f"{op}: flow must have shape (B, 2, H, W) = ({batch}, 2, {height}, {width}) to match "
-            f"{img_name}, got {list(flow.shape)}"
-        )
-    if flow.dtype != img.dtype:
-        raise RuntimeError(f"{op}: flow dtype {flow.dtype} must match {img_name} dtype {img.dtype}")
-    if flow.device != img.device:
-        raise RuntimeError(f"{op}: flow on {flow.device} but {img_name} on {img.device}")
-
-
-def _check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> None:
-    if t.shape != like.shape:
-        raise RuntimeError(
-            f"{op}: {name} must have the shape of {like_name} {list(like.shape)}, got {list(t.shape)}"
-        )
-    if t.dtype != like.dtype or t.device != like.device:
-        raise RuntimeError(f"{op}: {name} dtype/device must match {like_name}")
-
-
-def _forward(op: str, img0: Tensor | None, img: Tensor, flow: Tensor):
-    block, num_warps = _launch_config(op, img)
+def _forward(img0: Tensor | None, img: Tensor, flow: Tensor):
+    block, num_warps = _launch_config(img)
     img, flow = img.contiguous(), flow.contiguous()
     batch, channels, height, width = img.shape
     out = torch.empty_like(img)
@@ -195,8 +169,8 @@ def _forward(op: str, img0: Tensor | None, img: Tensor, flow: Tensor):
     return out, (norm if residual else None)
 
 
-def _backward(op: str, grad: Tensor, img: Tensor, flow: Tensor, residual_args=None):
-    block, num_warps = _launch_config(op, img)
+def _backward(grad: Tensor, img: Tensor, flow: Tensor, residual_args=None):
+    block, num_warps = _launch_config(img)
     grad, img, flow = grad.contiguous(), img.contiguous(), flow.contiguous()
     batch, channels, height, width = img.shape
     grad_img = torch.zeros_like(img)  # atomics accumulate into it
@@ -219,23 +193,21 @@ def _backward(op: str, grad: Tensor, img: Tensor, flow: Tensor, residual_args=No
 
 def warp_forward(img: Tensor, flow: Tensor) -> Tensor:
     """mama::warp on CUDA."""
-    _check("warp", "img", img, flow)
-    return _forward("warp", None, img, flow)[0]
+    checks.warp(img, flow)
+    return _forward(None, img, flow)[0]
 
 
 def warp_backward(grad_out: Tensor, img: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     """mama::_warp_backward on CUDA: (grad_img, grad_flow)."""
-    _check("_warp_backward", "img", img, flow)
-    _check_same("_warp_backward", "grad_out", grad_out, "img", img)
-    grad_img, grad_flow, _ = _backward("_warp_backward", grad_out, img, flow)
+    checks.warp_backward(grad_out, img, flow)
+    grad_img, grad_flow, _ = _backward(grad_out, img, flow)
     return grad_img, grad_flow
 
 
 def warp_residual_forward(img0: Tensor, img1: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     """mama::warp_residual on CUDA: (warped, norm)."""
-    _check("warp_residual", "img1", img1, flow)
-    _check_same("warp_residual", "img0", img0, "img1", img1)
-    return _forward("warp_residual", img0, img1, flow)
+    checks.warp_residual(img0, img1, flow)
+    return _forward(img0, img1, flow)
 
 
 def warp_residual_backward(
@@ -243,16 +215,8 @@ def warp_residual_backward(
     warped: Tensor, norm: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """mama::_warp_residual_backward on CUDA: (grad_img0, grad_img1, grad_flow)."""
-    op = "_warp_residual_backward"
-    _check(op, "img1", img1, flow)
-    _check_same(op, "img0", img0, "img1", img1)
-    _check_same(op, "warped", warped, "img1", img1)
-    _check_same(op, "grad_warped", grad_warped, "img1", img1)
-    _check_same(op, "grad_norm", grad_norm, "norm", norm)
-    batch, _, height, width = img1.shape
-    if tuple(norm.shape) != (batch, 1, height, width):
-        raise RuntimeError(f"{op}: norm must have shape (B, 1, H, W), got {list(norm.shape)}")
+    checks.warp_residual_backward(grad_warped, grad_norm, img0, img1, flow, warped, norm)
     grad_img1, grad_flow, grad_img0 = _backward(
-        op, grad_warped, img1, flow, residual_args=(grad_norm, img0, warped, norm)
+        grad_warped, img1, flow, residual_args=(grad_norm, img0, warped, norm)
     )
     return grad_img0, grad_img1, grad_flow

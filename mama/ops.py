@@ -5,7 +5,8 @@ The registered ops share one contract per op (docs/design.md, "Custom ops"), eac
   * a C++ CPU kernel in the extension `mama._C` (csrc/cpu/<op>.cpp),
   * a Triton kernel for CUDA (mama.kernels.<op>), registered here; `winograd_conv3x3` has none
     (a CPU inference op: on CUDA its reference stands in).
-`patch_noise` and its helpers at the end are plain PyTorch, not registered ops.
+The reference and the Triton launchers check their inputs with `mama.checks`, worded like the
+C++ kernels' own checks. `patch_noise` and its helpers at the end are plain PyTorch, not registered ops.
 This module defines the public functions, the fake (meta) implementations that let
 torch.compile trace the ops without graph breaks, and autograd over the `_<op>_backward` ops.
 
@@ -21,7 +22,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from mama import reference
+from mama import checks, reference
 from mama.errors import MamaError
 
 # The schemas as csrc/ops.cpp defines them; used only to register the fallback when the
@@ -113,7 +114,7 @@ def _register_triton(op: str, module: str, impls: dict[str, str]) -> None:
 def _correlation_fake(a, b, pad, kernel_size, max_disp, stride1, stride2, negative_slope):
     grid = 2 * (max_disp // stride2) + 1
     out_h, out_w = (
-        reference._correlation_out_size(n, pad, kernel_size, max_disp, stride1)
+        checks.correlation_out_size(n, pad, kernel_size, max_disp, stride1)
         for n in a.shape[-2:]
     )
     return a.new_empty((a.shape[0], grid * grid, out_h, out_w))
@@ -326,7 +327,7 @@ def bottleneck_sim(x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor, x_z: Tensor,
 
 @torch.library.register_fake("mama::patch_destroy_loss")
 def _patch_destroy_loss_fake(A, N, GT, G, BG, patch, ld):
-    reference._check_patch_args(A, N, GT, G, BG, patch)
+    checks.patch_destroy_loss(A, N, GT, G, BG, patch)
     return A.new_empty(())
 
 
@@ -384,7 +385,7 @@ torch.library.register_kernel("mama::winograd_conv3x3", "cuda", reference.winogr
 
 @torch.library.register_fake("mama::winograd_conv3x3")
 def _winograd_conv3x3_fake(x, u, bias, dilation, relu):
-    reference._check_winograd_args(x, u, bias, dilation)
+    checks.winograd_conv3x3(x, u, bias, dilation)
     return x.new_empty(x.shape[0], u.shape[2], *x.shape[2:]).contiguous(memory_format=torch.channels_last)
 
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mama import checks
+
 
 def _vjp(fn, inputs: tuple[Tensor, ...], grads: tuple[Tensor, ...], wrt: tuple[int, ...]):
     """Gradients of fn(*inputs) (a tensor or tuple) against grads, for the inputs in `wrt`."""
@@ -31,12 +33,6 @@ def _vjp(fn, inputs: tuple[Tensor, ...], grads: tuple[Tensor, ...], wrt: tuple[i
 # =============================== correlation ===============================
 
 
-def _correlation_out_size(size: int, pad: int, kernel_size: int, max_disp: int, stride1: int) -> int:
-    """FlowNet's output extent: ceil((size + 2*pad - 2*border) / stride1)."""
-    border = max_disp + (kernel_size - 1) // 2
-    return -(-(size + 2 * pad - 2 * border) // stride1)
-
-
 def correlation(a: Tensor, b: Tensor, pad: int, kernel_size: int, max_disp: int, stride1: int,
                 stride2: int, negative_slope: float) -> Tensor:
     """FlowNetC cost volume from shifted products, one row of displacements at a time.
@@ -48,12 +44,7 @@ def correlation(a: Tensor, b: Tensor, pad: int, kernel_size: int, max_disp: int,
     i.e. is centred on o*stride1 + border). Channel dyi*grid + dxi holds the displacement
     (dy, dx) = ((dyi - R)*stride2, (dxi - R)*stride2), R = max_disp // stride2.
     """
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise RuntimeError(f"correlation: kernel_size must be odd and >= 1, got {kernel_size}")
-    if negative_slope < 0:
-        raise RuntimeError(f"correlation: negative_slope must be >= 0, got {negative_slope}")
-    if min(_correlation_out_size(n, pad, kernel_size, max_disp, stride1) for n in a.shape[-2:]) <= 0:
-        raise RuntimeError(f"correlation: input {tuple(a.shape[-2:])} is too small")
+    checks.correlation(a, b, pad, kernel_size, max_disp, stride1, stride2, negative_slope)
     radius = max_disp // stride2
     grid = 2 * radius + 1
     ap = F.pad(a, [pad] * 4)
@@ -77,6 +68,8 @@ def _correlation_backward(grad_out: Tensor, a: Tensor, b: Tensor, out: Tensor, p
                           kernel_size: int, max_disp: int, stride1: int, stride2: int,
                           negative_slope: float) -> tuple[Tensor, Tensor]:
     """Gradients for a and b (`out` is not needed here: autograd recomputes the mask)."""
+    checks.correlation_backward(grad_out, a, b, out, pad, kernel_size, max_disp, stride1, stride2,
+                                negative_slope)
     def forward(x, y):
         return correlation(x, y, pad, kernel_size, max_disp, stride1, stride2, negative_slope)
 
@@ -113,18 +106,9 @@ def _bilinear_taps(flow: Tensor, height: int, width: int):
     return [i.reshape(batch, -1) for i in indices], [w.reshape(batch, -1) for w in weights]
 
 
-def _check_warp_args(op: str, img: Tensor, flow: Tensor) -> None:
-    """The C++ kernel's checks, in its words (the fallback must refuse what the kernel refuses)."""
-    if img.dim() != 4:
-        raise RuntimeError(f"{op}: img must be a 4-D (B, C, H, W) tensor, got shape {list(img.shape)}")
-    b, _, h, w = img.shape
-    if flow.dim() != 4 or tuple(flow.shape) != (b, 2, h, w):
-        raise RuntimeError(f"{op}: flow must have shape (B, 2, H, W) = ({b}, 2, {h}, {w}), got {list(flow.shape)}")
-
-
 def warp(img: Tensor, flow: Tensor) -> Tensor:
     """Bilinear backward warp: out[b, c, y, x] = img[b, c] sampled at (x + flow_x, y + flow_y)."""
-    _check_warp_args("warp", img, flow)
+    checks.warp(img, flow)
     batch, channels, height, width = img.shape
     indices, weights = _bilinear_taps(flow, height, width)
     planes = img.reshape(batch, channels, height * width)
@@ -136,6 +120,7 @@ def warp(img: Tensor, flow: Tensor) -> Tensor:
 
 
 def _warp_backward(grad_out: Tensor, img: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    checks.warp_backward(grad_out, img, flow)
     return _vjp(warp, (img, flow), (grad_out,), wrt=(0, 1))
 
 
@@ -144,9 +129,7 @@ def warp_residual(img0: Tensor, img1: Tensor, flow: Tensor) -> tuple[Tensor, Ten
 
     linalg.vector_norm's gradient is 0 where the norm is 0, the convention every face keeps.
     """
-    _check_warp_args("warp_residual", img1, flow)
-    if img0.shape != img1.shape:
-        raise RuntimeError(f"warp_residual: img0 must have the shape of img1 {list(img1.shape)}, got {list(img0.shape)}")
+    checks.warp_residual(img0, img1, flow)
     warped = warp(img1, flow)
     norm = torch.linalg.vector_norm(img0 - warped, ord=2, dim=1, keepdim=True)
     return warped, norm
@@ -157,6 +140,7 @@ def _warp_residual_backward(
     warped: Tensor, norm: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     # warped and norm are the saved forward outputs the kernels reuse; the oracle recomputes.
+    checks.warp_residual_backward(grad_warped, grad_norm, img0, img1, flow, warped, norm)
     return _vjp(warp_residual, (img0, img1, flow), (grad_warped, grad_norm), wrt=(0, 1, 2))
 
 
@@ -179,11 +163,7 @@ def bottleneck_sim(
     x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor, x_z: Tensor, margin: float
 ) -> tuple[Tensor, Tensor]:
     """(sim_motion, sim_label), each (B,): triplet hinges on channel-L2-normalised features."""
-    if x4.dim() != 4:
-        raise RuntimeError(f"bottleneck_sim: x4 must be (B,C,h,w), got {x4.dim()} dims")
-    for name, t in zip(("x4", "y4", "x_y", "z4", "x_z"), (x4, y4, x_y, z4, x_z)):
-        if t.shape != x4.shape:  # the C++ kernel's check and words
-            raise RuntimeError(f"bottleneck_sim: {name} has shape {list(t.shape)}, expected {list(x4.shape)} like x4")
+    checks.bottleneck_sim(x4, y4, x_y, z4, x_z)
     x4, y4, x_y, z4, x_z = (F.normalize(t, dim=1) for t in (x4, y4, x_y, z4, x_z))
     sim_motion = _triplet_terms(x_y, y4, x4, margin)  # anchor x_y, positive y4, negative x4
     sim_label = _triplet_terms(x_z, z4, x4, margin)  # anchor x_z, positive z4, negative x4
@@ -194,6 +174,7 @@ def _bottleneck_sim_backward(
     grad_motion: Tensor, grad_label: Tensor, x4: Tensor, y4: Tensor, x_y: Tensor, z4: Tensor,
     x_z: Tensor, margin: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    checks.bottleneck_sim_backward(grad_motion, grad_label, x4, y4, x_y, z4, x_z)
     return _vjp(
         lambda *t: bottleneck_sim(*t, margin), (x4, y4, x_y, z4, x_z), (grad_motion, grad_label),
         wrt=(0, 1, 2, 3, 4),
@@ -252,22 +233,6 @@ def _to_patches(t: Tensor, patch: int) -> Tensor:
     return t.permute(0, 2, 4, 1, 3, 5).reshape(-1, C, patch, patch)
 
 
-def _check_patch_args(A: Tensor, N: Tensor, GT: Tensor, G: Tensor, BG: Tensor, patch: int) -> None:
-    """Same (B,C,H,W) shape for all five; H and W multiples of patch (messages as the C++ op)."""
-    if A.dim() != 4:
-        raise RuntimeError(f"patch_destroy_loss: expected (B,C,H,W) tensors, got shape {tuple(A.shape)}")
-    for name, t in (("N", N), ("GT", GT), ("G", G), ("BG", BG)):
-        if t.shape != A.shape:
-            raise RuntimeError(
-                f"patch_destroy_loss: {name} has shape {tuple(t.shape)}, expected {tuple(A.shape)} like A"
-            )
-    H, W = A.shape[-2:]
-    if patch < 1 or H % patch or W % patch:
-        raise RuntimeError(
-            f"patch_destroy_loss: H and W ({H}x{W}) must be multiples of patch ({patch})"
-        )
-
-
 def patch_destroy_loss(
     A: Tensor, N: Tensor, GT: Tensor, G: Tensor, BG: Tensor, patch: int, ld: float
 ) -> Tensor:
@@ -276,7 +241,7 @@ def patch_destroy_loss(
     Per patch: diff = min(ld * (1 - SSIM(N, GT)), 1);
     loss = diff * mean((BG - G)^2) + (1 - diff) * mean((A - G)^2).
     """
-    _check_patch_args(A, N, GT, G, BG, patch)
+    checks.patch_destroy_loss(A, N, GT, G, BG, patch)
     A, N, GT, G, BG = (_to_patches(t, patch) for t in (A, N, GT, G, BG))
     diff = torch.clamp(ld * (1 - _ssim(N, GT, _ssim_range(N).view(-1, 1, 1, 1))), max=1.0)
     mse_bg = (BG - G).pow(2).flatten(1).mean(1)
@@ -287,6 +252,7 @@ def patch_destroy_loss(
 def _patch_destroy_loss_backward(
     grad: Tensor, A: Tensor, N: Tensor, GT: Tensor, G: Tensor, BG: Tensor, patch: int, ld: float
 ) -> Tensor:
+    checks.patch_destroy_loss_backward(grad, A, N, GT, G, BG, patch)
     return _vjp(lambda *t: patch_destroy_loss(*t, patch, ld), (A, N, GT, G, BG), (grad,), wrt=(3,))[0]
 
 
@@ -298,7 +264,7 @@ def patch_destroy_loss_loop(
     One small SSIM per patch, each building its window and deciding its dynamic range on the
     host (a device sync per patch), as the paper code does. Same value as patch_destroy_loss.
     """
-    _check_patch_args(A, N, GT, G, BG, patch)
+    checks.patch_destroy_loss(A, N, GT, G, BG, patch)
     B, _, H, W = A.shape
     total = G.new_zeros(())
     for b in range(B):
@@ -329,22 +295,10 @@ WINOGRAD_G = {
 WINOGRAD_TILE_BY_POSITIONS = {16: 2, 36: 4}  # u.shape[0] = (tile + 2) ** 2
 
 
-def _check_winograd_args(x: Tensor, u: Tensor, bias: Tensor | None, dilation: int) -> None:
-    if x.dim() != 4:
-        raise RuntimeError(f"winograd_conv3x3: x must be (N, C, H, W), got {tuple(x.shape)}")
-    if u.dim() != 3 or u.shape[0] not in WINOGRAD_TILE_BY_POSITIONS or u.shape[1] != x.shape[1]:
-        raise RuntimeError(f"winograd_conv3x3: u must be (16 or 36, {x.shape[1]}, K) from winograd_filter, "
-                           f"got {tuple(u.shape)}")
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != u.shape[2]):
-        raise RuntimeError(f"winograd_conv3x3: bias must be ({u.shape[2]},), got {tuple(bias.shape)}")
-    if dilation < 1:
-        raise RuntimeError(f"winograd_conv3x3: dilation must be >= 1, got {dilation}")
-
-
 def winograd_conv3x3(x: Tensor, u: Tensor, bias: Tensor | None, dilation: int, relu: bool) -> Tensor:
     """What the op computes: the 3x3 convolution (stride 1, zero padding = dilation) with the
     filters g that `u` was made from (recovered exactly: g = G^+ u G^+T), then ReLU if asked."""
-    _check_winograd_args(x, u, bias, dilation)
+    checks.winograd_conv3x3(x, u, bias, dilation)
     g = torch.tensor(WINOGRAD_G[WINOGRAD_TILE_BY_POSITIONS[u.shape[0]]], dtype=torch.float64, device=u.device)
     g_pinv = torch.linalg.pinv(g)  # (3, A); G has full column rank, so G^+ G = I
     a, k = g.shape[0], u.shape[2]

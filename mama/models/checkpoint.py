@@ -16,7 +16,8 @@ MamaError line that names the file and the fix.
 
 Models are built from state dicts and always loaded strictly: a state dict that does not fit
 raises a MamaError listing the missing / unexpected / mis-shaped keys and which stage the file
-looks like (e.g. a destroyer checkpoint given where a generator is expected).
+looks like (e.g. a destroyer checkpoint given where a generator is expected). The check itself,
+`state_dict_mismatch`, is also the strict check of the FlowNet and DeepLab loaders.
 """
 from __future__ import annotations
 
@@ -164,29 +165,40 @@ def _listing(label: str, items: list[str]) -> str:
     return f"{len(items)} {label} ({shown})"
 
 
-def load_strict(model: nn.Module, state_dict: dict, source: str, stage: str) -> nn.Module:
-    """Load `state_dict` into `model` strictly; on any mismatch raise one MamaError that lists it."""
+def state_dict_mismatch(model: nn.Module, state_dict: dict) -> str:
+    """What keeps `state_dict` from loading strictly into `model`, in words: the missing,
+    unexpected and mis-shaped keys (a few of each, with their counts), '' when it fits.
+
+    The one strict check of every model mama loads (generator, destroyer, discriminator,
+    FlowNet, DeepLab): key sets and shapes compared here, never read from torch's error text.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong_shape = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        f"{k}: file {tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__} "
+        f"vs model {tuple(expected[k].shape)}"
         for k, v in state_dict.items()
         if k in expected and (not isinstance(v, Tensor) or v.shape != expected[k].shape)
     ]
-    if missing or unexpected or wrong_shape:
-        problems = [
-            _listing("missing keys", missing),
-            _listing("unexpected keys", unexpected),
-            _listing("wrong shapes", wrong_shape),
-        ]
+    problems = [
+        _listing("missing keys", missing),
+        _listing("unexpected keys", unexpected),
+        _listing("wrong shapes", wrong_shape),
+    ]
+    return "; ".join(p for p in problems if p)
+
+
+def load_strict(model: nn.Module, state_dict: dict, source: str, stage: str) -> nn.Module:
+    """Load `state_dict` into `model` strictly; on any mismatch raise one MamaError that lists it."""
+    mismatch = state_dict_mismatch(model, state_dict)
+    if mismatch:
         looks_like = guess_stage(state_dict)
         # Same stage but other sizes or version: the key lists say enough; otherwise name the stage.
         hint = "" if stage in looks_like and "reference" not in looks_like else f" (it looks like {looks_like})"
         raise MamaError(
-            f"{source}: does not fit the {stage}{hint}: "
-            + "; ".join(p for p in problems if p)
-            + f"; pass a {stage} checkpoint written by mama or by the reference code"
+            f"{source}: does not fit the {stage}{hint}: {mismatch}"
+            f"; pass a {stage} checkpoint written by mama or by the reference code"
         )
     model.load_state_dict(state_dict, strict=True)
     return model

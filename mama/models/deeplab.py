@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.models.segmentation import deeplabv3_resnet101
 
 from mama.errors import MamaError
-from mama.models.checkpoint import read_file
+from mama.models.checkpoint import read_file, state_dict_mismatch
 
 NUM_CLASSES = 21
 
@@ -56,11 +56,10 @@ def build_deeplabv3(weights: str | os.PathLike | None = None, device="cpu") -> D
         _reject(weights, "no backbone.* keys")  # clearly another network: skip building ResNet-101
     model = DeepLabV3Logits()
     if state is not None:
-        try:
-            model.net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            lines = str(exc).splitlines()
-            _reject(weights, (lines[1] if len(lines) > 1 else lines[0]).strip()[:160])
+        mismatch = state_dict_mismatch(model.net, state)
+        if mismatch:
+            _reject(weights, mismatch)
+        model.net.load_state_dict(state, strict=True)
     return model.to(device).eval().requires_grad_(False)
 
 

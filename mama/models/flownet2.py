@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from mama import ops
 from mama.errors import MamaError
-from mama.models.checkpoint import read_file
+from mama.models.checkpoint import read_file, state_dict_mismatch
 
 DIV_FLOW = 20.0  # the nets predict flow / 20
 RGB_MAX = 255.0  # input pixel range the checkpoints were trained with
@@ -451,33 +451,12 @@ def model_name(name: str) -> str:
     raise MamaError(f"unknown FlowNet model {name!r}; use one of {', '.join(MODELS)}")
 
 
-def _listed(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def check_state_dict(model: nn.Module, state: dict[str, Tensor], path: Path, name: str) -> None:
     """Raise MamaError naming `path` unless `state` has exactly the model's keys and shapes."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state)
-        if state[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{label}: {_listed(keys)}"
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("wrong shape", wrong),
-        )
-        if keys
-    ]
-    if problems:
+    mismatch = state_dict_mismatch(model, state)
+    if mismatch:
         raise MamaError(
-            f"{path}: not a {name} checkpoint ({'; '.join(problems)}); pass the flownet2-pytorch "
+            f"{path}: not a {name} checkpoint ({mismatch}); pass the flownet2-pytorch "
             f"checkpoint made for {name} (`mama weights` lists the files)"
         )
 

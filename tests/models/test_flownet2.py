@@ -296,11 +296,11 @@ def _fusion_state() -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda s: s.pop("predict_flow0.bias"), r"missing: predict_flow0\.bias"),
-        (lambda s: s.update({"extra.weight": torch.zeros(1)}), r"unexpected: extra\.weight"),
+        (lambda s: s.pop("predict_flow0.bias"), r"1 missing keys \(predict_flow0\.bias\)"),
+        (lambda s: s.update({"extra.weight": torch.zeros(1)}), r"1 unexpected keys \(extra\.weight\)"),
         (
             lambda s: s.update({"conv0.0.weight": torch.zeros(64, 12, 3, 3)}),
-            r"wrong shape: conv0\.0\.weight",
+            r"1 wrong shapes \(conv0\.0\.weight: file \(64, 12, 3, 3\) vs model",
         ),
     ],
 )
@@ -321,7 +321,7 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path):
     # FlowNetS inside the stacks reads 12 channels, FlowNet2-S 6: only conv1 differs.
     with pytest.raises(
         MamaError,
-        match=r"FlowNet2-S_checkpoint\.pth\.tar: .*wrong shape: conv1\.0\.weight \(64, 6, 7, 7\)",
+        match=r"FlowNet2-S_checkpoint\.pth\.tar: .*wrong shapes \(conv1\.0\.weight: file \(64, 6, 7, 7\) vs model \(64, 12, 7, 7\)\)",
     ):
         fn.load_flownet("FlowNetS", path)
 

@@ -362,5 +362,5 @@ def test_triton_norm_gradient_zero_and_bad_inputs():
     assert torch.all(grad_img0[:, :, 1:] == 0) and torch.isfinite(grad_img0).all()
     with pytest.raises(RuntimeError, match=r"warp: flow must have shape \(B, 2, H, W\)"):
         triton_warp.warp_forward(img1, flow[:, :1])
-    with pytest.raises(RuntimeError, match=r"Triton kernel supports float32 and float64"):
+    with pytest.raises(RuntimeError, match=r"warp: img must be float32 or float64, got Half"):
         triton_warp.warp_forward(img1.half(), flow.half())
