@@ -5,8 +5,8 @@ never read pixels (`make_folder_samples`, a user's own footage, reads its frames
 check_frame_files). `read_frame` / `load_video_frames` read frames as the reference code
 does (OpenCV, BGR, resized, float32 CHW in [-1, 1]; a video file through the one decoder,
 mama.data.video); `ClipDataset` serves every window of `clip_len` consecutive frames
-(4 inputs + the target frame); `VideoBalancedSampler` walks those clips in the reference code's endless order (batches of distinct videos, clips
-balanced per video), resumably.
+(4 inputs + the target frame); `VideoBalancedSampler` walks those clips in the reference
+code's endless order (batches of distinct videos, clips balanced per video), resumably.
 
 Layouts understood (labels: uint8 per frame, 1 = abnormal):
 
