@@ -462,13 +462,10 @@ def iter_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE):
             yield read_video_frame(video, index, size)
         return
     count = 0
-    frames = VideoFile(video.video_file).frames()
-    try:
-        for frame in frames:
+    with VideoFile(video.video_file) as decoder:  # a reader that stops early closes the file now
+        for frame in decoder.frames():
             count += 1
             yield frame_to_model_range(frame.image, size)
-    finally:  # a reader that stops early closes the file now
-        frames.close()
     if count != video.num_frames:
         raise changed_video(video.video_file, count, video.num_frames)
 
@@ -541,13 +538,10 @@ def _write_prepared(video: VideoRecord, size: tuple[int, int], path: Path) -> No
     with atomic_path(path, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(video.num_frames, height, width, 3))
         count = 0
-        frames = VideoFile(video.video_file).frames()
-        try:  # the listed frames and no more: one past them is not decoded
-            for frame in itertools.islice(frames, video.num_frames):
+        with VideoFile(video.video_file) as decoder:  # the listed frames and no more: one past them is not decoded
+            for frame in itertools.islice(decoder.frames(), video.num_frames):
                 out[count] = resize_frame(frame.image, size)
                 count += 1
-        finally:
-            frames.close()
         out.flush()
         del out
         if count != video.num_frames:
@@ -607,7 +601,8 @@ class PreparedFrames:
 def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
     """All frames of a video as float32 (T, 3, H, W), BGR, in [-1, 1]."""
     if video.video_file is not None:
-        frames = [frame_to_model_range(frame.image, size) for frame in VideoFile(video.video_file).frames()]
+        with VideoFile(video.video_file) as decoder:
+            frames = [frame_to_model_range(frame.image, size) for frame in decoder.frames()]
         if not frames:
             raise unreadable_video(video.video_file)
         if len(frames) != video.num_frames:

@@ -100,12 +100,9 @@ class FileSource(Source):
                                     f"{self.native[1]}x{self.native[0]}; every frame of a video must have one size")
                 yield image, None
             return
-        frames = VideoFile(self.record.video_file).frames()
-        try:
-            for frame in frames:
+        with VideoFile(self.record.video_file) as decoder:  # a scorer that stops early closes the file now
+            for frame in decoder.frames():
                 yield frame.image, frame.seconds
-        finally:  # a scorer that stops early closes the file now
-            frames.close()
 
     def frames(self) -> Iterator[Frame]:
         fps = self.fps or DEFAULT_FPS
