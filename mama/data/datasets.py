@@ -3,10 +3,10 @@
 Pure `make_*_samples` functions list one `VideoRecord` per video (frames, labels); they
 never read pixels (`make_folder_samples`, a user's own footage, reads its frames' headers:
 check_frame_files). `read_frame` / `load_video_frames` read frames as the reference code
-does (OpenCV, BGR, resized, float32 CHW in [-1, 1]); `ClipDataset` serves every window of
-`clip_len` consecutive frames (4 inputs + the target frame); `VideoBalancedSampler` walks
-those clips in the reference code's endless order (batches of distinct videos, clips
-balanced per video), resumably.
+does (OpenCV, BGR, resized, float32 CHW in [-1, 1]; a video file through the one decoder,
+mama.data.video); `ClipDataset` serves every window of `clip_len` consecutive frames
+(4 inputs + the target frame); `VideoBalancedSampler` walks those clips in the reference
+code's endless order (batches of distinct videos, clips balanced per video), resumably.
 
 Layouts understood (labels: uint8 per frame, 1 = abnormal):
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
 import re
 import weakref
@@ -55,6 +56,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mama.config import FRAME_SIZE
+from mama.data.video import VideoFile, changed_video, unreadable_video
 from mama.errors import MamaError
 from mama.features.clips import CLIP_LEN
 
@@ -106,15 +108,10 @@ def _is_video_file(path: Path) -> bool:
 
 def count_video_file_frames(path: Path) -> int:
     """Frames in a video file, counted by decoding (the container's count is unreliable)."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        count = 0
-        while capture.isOpened() and capture.grab():
-            count += 1
-    finally:
-        capture.release()
+    with VideoFile(path) as video:
+        count = video.count()
     if count == 0:
-        raise MamaError(f"{path}: cannot read this video file; re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4) or pass a folder of frames")
+        raise unreadable_video(path)
     return count
 
 
@@ -122,12 +119,8 @@ def video_fps(video: "VideoRecord") -> float | None:
     """A video file's frame rate as its container states it; None for a folder of frames."""
     if video.video_file is None:
         return None
-    capture = cv2.VideoCapture(str(video.video_file))
-    try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-    finally:
-        capture.release()
-    return float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
+    with VideoFile(video.video_file) as decoder:
+        return decoder.fps
 
 
 def _frame_folder_record(folder: Path, labels: np.ndarray | None = None) -> VideoRecord:
@@ -446,13 +439,9 @@ def decode_video_frame(video: "VideoRecord", index: int) -> np.ndarray:
     """Frame `index` of a video, decoded (uint8 BGR) at its own size; a frame folder's checked
     to have the size of its first frame (check_frame_shape)."""
     if video.video_file is not None:
-        capture = cv2.VideoCapture(str(video.video_file))
-        try:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-            ok, image = capture.read()
-        finally:
-            capture.release()
-        if not ok:
+        with VideoFile(video.video_file) as decoder:
+            image = decoder.frame(index)
+        if image is None:
             raise MamaError(f"{video.video_file}: cannot read frame {index}; the file changed, list the dataset again")
         return image
     path, first = video.frames[index], video.frames[0]
@@ -465,22 +454,6 @@ def read_video_frame(video: "VideoRecord", index: int, size: tuple[int, int] = D
     return frame_to_model_range(decode_video_frame(video, index), size)
 
 
-def _decode_video_file(path: Path, size: tuple[int, int]) -> np.ndarray:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while capture.isOpened():
-            ok, image = capture.read()
-            if not ok:
-                break
-            frames.append(frame_to_model_range(image, size))
-    finally:
-        capture.release()
-    if not frames:
-        raise MamaError(f"{path}: cannot read this video file; re-encode it (e.g. ffmpeg -i in -c:v libx264 out.mp4) or pass a folder of frames")
-    return np.stack(frames)
-
-
 def iter_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE):
     """The frames of a video one at a time, float32 (3, H, W) BGR in [-1, 1], decoded as they
     are read (a video file is never held whole)."""
@@ -488,19 +461,13 @@ def iter_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE):
         for index in range(video.num_frames):
             yield read_video_frame(video, index, size)
         return
-    capture = cv2.VideoCapture(str(video.video_file))
-    try:
-        count = 0
-        while capture.isOpened():
-            ok, image = capture.read()
-            if not ok:
-                break
+    count = 0
+    with VideoFile(video.video_file) as decoder:  # a reader that stops early closes the file now
+        for frame in decoder.frames():
             count += 1
-            yield frame_to_model_range(image, size)
-    finally:
-        capture.release()
+            yield frame_to_model_range(frame.image, size)
     if count != video.num_frames:
-        raise MamaError(f"{video.video_file}: decoded {count} frames, listed {video.num_frames}; the file changed, list the dataset again")
+        raise changed_video(video.video_file, count, video.num_frames)
 
 
 # ---------------------------------------------------------------------------------------
@@ -570,21 +537,15 @@ def _write_prepared(video: VideoRecord, size: tuple[int, int], path: Path) -> No
             pass
     with atomic_path(path, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(video.num_frames, height, width, 3))
-        capture = cv2.VideoCapture(str(video.video_file))
         count = 0
-        try:
-            while count < video.num_frames:
-                ok, image = capture.read()
-                if not ok:
-                    break
-                out[count] = resize_frame(image, size)
+        with VideoFile(video.video_file) as decoder:  # the listed frames and no more: one past them is not decoded
+            for frame in itertools.islice(decoder.frames(), video.num_frames):
+                out[count] = resize_frame(frame.image, size)
                 count += 1
-        finally:
-            capture.release()
         out.flush()
         del out
         if count != video.num_frames:
-            raise MamaError(f"{video.video_file}: decoded {count} frames, listed {video.num_frames}; the file changed, list the dataset again")
+            raise changed_video(video.video_file, count, video.num_frames)
 
 
 class PreparedFrames:
@@ -603,6 +564,12 @@ class PreparedFrames:
         self.path, self.shape = path, shape
         self.frame_bytes = int(np.prod(shape[1:]))
         self._fd = None
+
+    def __enter__(self) -> "PreparedFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __getstate__(self):  # DataLoader workers open their own descriptor; the parent holds the entry
         return {**self.__dict__, "_fd": None, "_hold": None}
@@ -634,10 +601,13 @@ class PreparedFrames:
 def load_video_frames(video: VideoRecord, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
     """All frames of a video as float32 (T, 3, H, W), BGR, in [-1, 1]."""
     if video.video_file is not None:
-        frames = _decode_video_file(video.video_file, size)
+        with VideoFile(video.video_file) as decoder:
+            frames = [frame_to_model_range(frame.image, size) for frame in decoder.frames()]
+        if not frames:
+            raise unreadable_video(video.video_file)
         if len(frames) != video.num_frames:
-            raise MamaError(f"{video.video_file}: decoded {len(frames)} frames, listed {video.num_frames}; the file changed, list the dataset again")
-        return frames
+            raise changed_video(video.video_file, len(frames), video.num_frames)
+        return np.stack(frames)
     return np.stack([read_video_frame(video, i, size) for i in range(video.num_frames)])
 
 
@@ -646,11 +616,8 @@ def read_video_frames(video: VideoRecord, indices, size: tuple[int, int] = DEFAU
     files, a video file its prepared frames (prepare_video, done once)."""
     indices = np.asarray(indices, dtype=np.int64)
     if video.video_file is not None:
-        prepared = open_prepared(video, size)
-        try:
+        with open_prepared(video, size) as prepared:
             return prepared.read(indices)
-        finally:
-            prepared.close()
     return np.stack([read_video_frame(video, int(i), size) for i in indices])
 
 

@@ -23,6 +23,10 @@ def check_frames(frames: torch.Tensor, what: str) -> None:
 
 class Provider:
     name = ""
+    # What the provider computes with, set by the registry that builds it (mama.features.registry):
+    # its weight file as "name|size|mtime_ns", "none" for a weight-free one. None (a provider built
+    # by hand): its outputs cannot be named, so a feature store keeps nothing of them on disk.
+    weights_id: str | None = None
 
     @property
     def networks(self) -> dict[str, nn.Module]:

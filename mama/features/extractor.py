@@ -15,6 +15,8 @@ from mama.models.inference import prepare_for_inference
 class FeatureExtractor:
     """Motion + labels for the generator. What to compute once and keep is mama.features.store's."""
 
+    is_inference_copy = False  # True on what inference_copy returns: its networks are prepared already
+
     def __init__(self, motion: MotionProvider, labels: LabelProvider | None, flow_scale: float = 1 / 255,
                  chunk: int = 32):
         self.motion = motion
@@ -26,7 +28,7 @@ class FeatureExtractor:
     def weights_id(self) -> dict | None:
         """What the providers' outputs depend on besides the frames (their names and weight files),
         or None when a provider's weights cannot be named (then nothing is kept on disk)."""
-        ids = {role: getattr(p, "weights_id", None) for role, p in (("motion", self.motion), ("labels", self.labels))
+        ids = {role: p.weights_id for role, p in (("motion", self.motion), ("labels", self.labels))
                if p is not None}
         if any(v is None for v in ids.values()):
             return None
@@ -67,7 +69,7 @@ class FeatureExtractor:
         """A copy whose providers run `prepare_for_inference` copies of their networks (FlowNet,
         DeepLab); weight-free providers are shared as they are. Preparing DeepLabv3 + FlowNet2-SD
         takes seconds, so a copy is returned as it is (a trainer prepares its extractor once)."""
-        if getattr(self, "is_inference_copy", False):
+        if self.is_inference_copy:
             return self
         prepared = copy.copy(self)
         for role in ("motion", "labels"):

@@ -238,16 +238,15 @@ class FeatureStore:
         """Labels of frames [kC, kC + C) and flows of pairs [kC, kC + C) of `video` (each pair
         f -> f + 1 with f + 1 < T), from disk when a shard holds them, else computed (and
         written); kept within the budget (all of them with `keep_all`)."""
-        ex = self.extractor
-        c, t = ex.chunk, self.source.num_frames(video)
-        start, stop, pairs_stop = k * c, min(k * c + c, t), min(k * c + c, t - 1)
+        frames, pairs = self._chunk_bounds(video, k)
+        start = frames.start
         key = self.source.video_key(video) if self.shards is not None else None
-        counts = {"flows": pairs_stop - start, "labels": stop - start if ex.labels is not None else 0}
+        counts = {"flows": len(pairs), "labels": len(frames) if self.extractor.labels is not None else 0}
         tensors = self.shards.load(key, k, counts) if key is not None else None
         if tensors is not None:
             self.loaded += 1
         else:
-            tensors = self._compute(video, start, stop, pairs_stop, t)
+            tensors = self._compute(video, k)
             if key is not None:
                 self.shards.save(key, k, tensors)
         out = {"flows": {}, "labels": {}}
@@ -258,9 +257,19 @@ class FeatureStore:
                 self._keep(table, (video, start + i), value, keep_all)
         return out
 
-    def _compute(self, video: int, start: int, stop: int, pairs_stop: int, t: int) -> dict[str, Tensor]:
-        """One batched call per network: the chunk's pair flows and frame labels."""
-        return self._compute_span(video, range(start, stop), range(start, pairs_stop))
+    def _chunk_bounds(self, video: int, k: int) -> tuple[range, range]:
+        """Chunk k of a video: its frames [kC, kC + C) and its pairs [kC, kC + C) (pair f is
+        f -> f + 1), both cut at the video's end (C = extractor.chunk)."""
+        c, t = self.extractor.chunk, self.source.num_frames(video)
+        return range(k * c, min(k * c + c, t)), range(k * c, min(k * c + c, t - 1))
+
+    def _num_chunks(self, video: int) -> int:
+        """How many canonical chunks cover a video's frames."""
+        return -(-self.source.num_frames(video) // self.extractor.chunk)
+
+    def _compute(self, video: int, k: int) -> dict[str, Tensor]:
+        """One batched call per network: chunk k's pair flows and frame labels."""
+        return self._compute_span(video, *self._chunk_bounds(video, k))
 
     def _compute_span(self, video: int, frames_range: range, pairs: range) -> dict[str, Tensor]:
         """The labels of frames `frames_range` and the flows of pairs `pairs` (f -> f + 1), one
@@ -300,14 +309,13 @@ class FeatureStore:
         once, by one rank, and every rank reads them all."""
         if self.shards is None:
             return 0
-        chunks = [(v, k) for v in videos for k in range(-(-self.source.num_frames(v) // self.extractor.chunk))]
+        chunks = [(v, k) for v in videos for k in range(self._num_chunks(v))]
         done = 0
         for i, (v, k) in enumerate(chunks):
             key = self.source.video_key(v)
             if i % world != rank or key is None or self.shards.path(key, k).is_file():
                 continue
-            c, t = self.extractor.chunk, self.source.num_frames(v)
-            self.shards.save(key, k, self._compute(v, k * c, min(k * c + c, t), min(k * c + c, t - 1), t))
+            self.shards.save(key, k, self._compute(v, k))
             done += 1
         return done
 
@@ -317,7 +325,7 @@ class FeatureStore:
         Each chunk has the bits it has when a batch first needs it (canonical chunks)."""
         kept = 0
         for v in videos:
-            for k in range(-(-self.source.num_frames(v) // self.extractor.chunk)):
+            for k in range(self._num_chunks(v)):
                 if self.bytes >= self.max_bytes:
                     return kept
                 if not self._chunk_kept(v, k):
@@ -333,10 +341,10 @@ class FeatureStore:
 
     def _chunk_kept(self, video: int, k: int) -> bool:
         """Whether every entry of chunk k of `video` is kept."""
-        c, t = self.extractor.chunk, self.source.num_frames(video)
-        pairs = all((video, f) in self.flows for f in range(k * c, min(k * c + c, t - 1)))
-        labels = self.extractor.labels is None or all((video, f) in self.labels for f in range(k * c, min(k * c + c, t)))
-        return pairs and labels
+        frames, pairs = self._chunk_bounds(video, k)
+        flows_kept = all((video, f) in self.flows for f in pairs)
+        labels_kept = self.extractor.labels is None or all((video, f) in self.labels for f in frames)
+        return flows_kept and labels_kept
 
     def _entries(self, label_keys: list[Key], pair_keys: list[Key]) -> tuple[list[Tensor], list[Tensor]]:
         """The coarse labels and flows of these keys, computing each missing one's chunk once."""
@@ -360,6 +368,14 @@ class FeatureStore:
         labels = [get("labels", k) for k in label_keys] if self.extractor.labels is not None else []
         return flows, labels
 
+    def _assemble(self, starts: list[Key], inputs: Tensor, target: Tensor) -> ClipInputs:
+        """ClipInputs of the clips whose input frames start at `starts` ((video, frame) each):
+        their input frames (B, 4, 3, H, W) and target frames (B, 3, H, W) as given, the coarse
+        labels of the 4 input frames and the flows of their 3 pairs from the store."""
+        flows, labels = self._entries([(v, s + j) for v, s in starts for j in range(INPUT_FRAMES)],
+                                      [(v, s + j) for v, s in starts for j in range(INPUT_FRAMES - 1)])
+        return self.extractor.assemble(inputs, target, torch.stack(flows), torch.stack(labels) if labels else None)
+
     # ------------------------------------------------------------------ whole videos (scoring)
     def fill_video(self, video: int, frames: Tensor | None = None, background: Tensor | None = None) -> None:
         """Compute and keep every frame's labels and every pair's flow of a video; with `frames`
@@ -369,7 +385,7 @@ class FeatureStore:
         t = self.source.num_frames(video)
         if t < CLIP_LEN:
             raise ValueError(f"a video needs at least {CLIP_LEN} frames, got {t}")
-        for k in range(-(-t // self.extractor.chunk)):
+        for k in range(self._num_chunks(video)):
             if not self._chunk_kept(video, k):
                 self._compute_chunk(video, k, keep_all=True)
 
@@ -379,12 +395,9 @@ class FeatureStore:
         targets = torch.as_tensor(targets, dtype=torch.long, device=frames.device).reshape(-1)
         if targets.numel() and (targets.min() < INPUT_FRAMES or targets.max() >= frames.shape[0]):
             raise ValueError(f"targets must be in {INPUT_FRAMES}..{frames.shape[0] - 1}, got {targets.tolist()}")
-        starts = [int(t) - INPUT_FRAMES for t in targets.tolist()]
         offsets = torch.arange(-INPUT_FRAMES, 0, device=frames.device)  # -4..-1
-        flows, labels = self._entries([(video, s + k) for s in starts for k in range(INPUT_FRAMES)],
-                                      [(video, s + k) for s in starts for k in range(INPUT_FRAMES - 1)])
-        return self.extractor.assemble(frames[targets[:, None] + offsets], frames[targets], torch.stack(flows),
-                                       torch.stack(labels) if labels else None)
+        return self._assemble([(video, int(t) - INPUT_FRAMES) for t in targets.tolist()],
+                              frames[targets[:, None] + offsets], frames[targets])
 
     def drop(self, video: int) -> None:
         """Forget a video's entries (a scored video is not needed again)."""
@@ -403,11 +416,8 @@ class FeatureStore:
         """The generator's inputs for a training batch: clips (B, 5, 3, H, W) on the compute
         device, videos / targets (B,) their coordinates in the source."""
         videos, targets = _coordinates(videos, targets, clips.shape[0])
-        starts = [(v, t - INPUT_FRAMES) for v, t in zip(videos, targets)]
-        flows, labels = self._entries([(v, s + k) for v, s in starts for k in range(INPUT_FRAMES)],
-                                      [(v, s + k) for v, s in starts for k in range(INPUT_FRAMES - 1)])
-        return self.extractor.assemble(clips[:, :INPUT_FRAMES], clips[:, -1], torch.stack(flows),
-                                       torch.stack(labels) if labels else None)
+        return self._assemble([(v, t - INPUT_FRAMES) for v, t in zip(videos, targets)],
+                              clips[:, :INPUT_FRAMES], clips[:, -1])
 
     @torch.no_grad()
     def predictions(self, clips: Tensor, videos, targets, predict: Callable[[ClipInputs], Tensor]) -> tuple[Tensor, Tensor]:
@@ -425,10 +435,8 @@ class FeatureStore:
             frames = self.source.frames(v, range(group[0] - INPUT_FRAMES, group[-1] + 1))
             local = torch.tensor(group, device=frames.device) - (group[0] - INPUT_FRAMES)
             offsets = torch.arange(-INPUT_FRAMES, 0, device=frames.device)
-            flows, labels = self._entries([(v, t - INPUT_FRAMES + j) for t in group for j in range(INPUT_FRAMES)],
-                                          [(v, t - INPUT_FRAMES + j) for t in group for j in range(INPUT_FRAMES - 1)])
-            inputs = self.extractor.assemble(frames[local[:, None] + offsets], frames[local], torch.stack(flows),
-                                             torch.stack(labels) if labels else None)
+            inputs = self._assemble([(v, t - INPUT_FRAMES) for t in group], frames[local[:, None] + offsets],
+                                    frames[local])
             for t, pred in zip(group, predict(inputs)):
                 fresh[(v, t)] = pred
                 self._keep(self.preds, (v, t), pred, always=False)

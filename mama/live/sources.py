@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from mama.data.datasets import IMAGE_SUFFIXES, decode_image, make_folder_samples
+from mama.data.video import VideoFile, capture_fps, unreadable_video
 from mama.errors import MamaError
 
 # FFmpeg's and OpenCV's own log lines ("[tcp @ 0x...] Connection refused", "[ WARN:0@...]") would
@@ -69,11 +70,6 @@ class Source:
         pass
 
 
-def _fps(capture: cv2.VideoCapture) -> float | None:
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    return float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
-
-
 class FileSource(Source):
     """A video file or a folder of frames, decoded one frame at a time as asked."""
 
@@ -81,13 +77,11 @@ class FileSource(Source):
         self.record = record
         super().__init__(record.name, str(record.source), live=False, fps=fps)
         if record.video_file is not None:
-            capture = cv2.VideoCapture(str(record.video_file))
-            self.fps = fps or _fps(capture)
-            ok, first = capture.read()
-            capture.release()
-            if not ok:
-                raise MamaError(f"{record.video_file}: cannot read this video file; re-encode it (e.g. ffmpeg -i in "
-                                "-c:v libx264 out.mp4) or pass a folder of frames")
+            with VideoFile(record.video_file) as decoder:
+                self.fps = fps or decoder.fps
+                first = decoder.read()
+            if first is None:
+                raise unreadable_video(record.video_file)
         else:
             for path in record.frames:  # every file an image, before anything is written
                 with open(path, "rb") as f:
@@ -106,16 +100,9 @@ class FileSource(Source):
                                     f"{self.native[1]}x{self.native[0]}; every frame of a video must have one size")
                 yield image, None
             return
-        capture = cv2.VideoCapture(str(self.record.video_file))
-        try:
-            while True:
-                ok, image = capture.read()
-                if not ok:
-                    return
-                ms = capture.get(cv2.CAP_PROP_POS_MSEC)
-                yield image, (ms / 1000 if ms and ms > 0 else None)
-        finally:
-            capture.release()
+        with VideoFile(self.record.video_file) as decoder:  # a scorer that stops early closes the file now
+            for frame in decoder.frames():
+                yield frame.image, frame.seconds
 
     def frames(self) -> Iterator[Frame]:
         fps = self.fps or DEFAULT_FPS
@@ -132,7 +119,7 @@ class LiveSource(Source):
         super().__init__(name, uri, live=True, fps=fps)
         self.opener, self.reconnect = opener, reconnect
         self.capture = opener()  # raises MamaError when it cannot be opened
-        self.fps = fps or _fps(self.capture)
+        self.fps = fps or capture_fps(self.capture)
         ok, image = self.capture.read()
         if not ok:
             self.capture.release()
@@ -255,7 +242,7 @@ class RecordedUrlSource(Source):
     as the scorer asks, never dropped from, ended by its last frame."""
 
     def __init__(self, name: str, url: str, capture: cv2.VideoCapture, fps: float | None):
-        super().__init__(name, url, live=False, fps=fps or _fps(capture))
+        super().__init__(name, url, live=False, fps=fps or capture_fps(capture))
         self.capture = capture
         ok, self.first = capture.read()
         if not ok:
