@@ -26,6 +26,7 @@ from mama.evaluate.engine import Scorer
 from mama.evaluate.examples import watch
 from mama.features.clips import INPUT_FRAMES
 from mama.evaluate.fusion import (
+    GENERATOR_STREAMS,
     PAPER_WEIGHTS,
     FusionWeights,
     clean_weights,
@@ -55,10 +56,10 @@ def stream_ablation(streams: list[dict], labels: list[np.ndarray], weights: Fusi
     own stream; each with and without smoothing."""
     has_d = "destroyer_sse" in streams[0]
     w = effective_weights(weights, streams[0])
-    variants = [("sse", FusionWeights(0, 0, 1)), ("sse + sim terms", w.without_destroyer())]
+    variants = [("sse", FusionWeights(sse=1)), ("sse + sim terms", w.without_destroyer())]
     if has_d:
-        variants += [("sse + sim terms + destroyer", w), ("sse + destroyer", FusionWeights(0, 0, w.c, w.d)),
-                     ("destroyer alone", FusionWeights(0, 0, 0, 1))]
+        variants += [("sse + sim terms + destroyer", w), ("sse + destroyer", w.without(*GENERATOR_STREAMS[:2])),
+                     ("destroyer alone", FusionWeights(destroyer_sse=1))]
     rows = []
     for name, vw in variants:
         row = {"streams": name, "weights": str(vw)}

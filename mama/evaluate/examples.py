@@ -76,7 +76,7 @@ def watch(calib: dict, scorer: Scorer, videos: list[VideoRecord], streams: list[
           size: int, background: np.ndarray | None) -> Watch:
     """The online scores, threshold, events and example frames (module docstring); `streams`
     scored against `background`, as the online protocol does."""
-    w = effective_weights(FusionWeights(**calib["weights"]), streams[0])
+    w = effective_weights(FusionWeights.from_dict(calib["weights"]), streams[0])
     stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
     scores = [fuse_online(s, w, stats, calib.get("sigma", ONLINE_SIGMA)) for s in streams]
     threshold, origin = default_threshold(calib)

@@ -115,7 +115,7 @@ class SourceRun:
         self.run, self.source = run, source
         self.result = Scored(source.name, source.uri, source.live)
         calib, alarms = run.calib, run.alarms
-        self.fusion = OnlineFusion(FusionWeights(**calib["weights"]), StreamStats(calib["stats"]["mean"], calib["stats"]["std"]),
+        self.fusion = OnlineFusion(FusionWeights.from_dict(calib["weights"]), StreamStats(calib["stats"]["mean"], calib["stats"]["std"]),
                                    float(calib["sigma"]))
         self.tracker = EventTracker(source.name, alarms.threshold, alarms.min_duration, alarms.merge_gap,
                                     alarms.update_interval, run.run_id, self._snapshot)
@@ -450,7 +450,7 @@ class ScoreRun:
         if o.calibrate_on is not None:
             videos = make_folder_samples(o.calibrate_on)
             if calib is not None:
-                weights = FusionWeights(**calib["weights"])
+                weights = FusionWeights.from_dict(calib["weights"])
             else:
                 meta = run_meta(payload, o.checkpoint)
                 weights = clean_weights(meta["motion"], meta["labels"])
