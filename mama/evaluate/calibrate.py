@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mama.config import ONLINE_SIGMA
 from mama.data.datasets import VideoRecord, read_background, video_fps
 from mama.evaluate.engine import Scorer
 from mama.evaluate.maps import PixelStats
@@ -13,7 +14,6 @@ from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online
 from mama.evaluate.streams import video_streams
 
 ALARM_QUANTILE = 0.995  # of online scores on normal frames: ~0.5% false alarms on normal video
-ONLINE_SIGMA = 3.0  # causal smoothing of online scores (frames)
 
 
 def effective_weights(weights: FusionWeights, streams: dict) -> FusionWeights:

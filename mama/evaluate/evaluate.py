@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from mama import metrics
-from mama.config import PROTOCOLS, EvalOptions  # noqa: F401  (PROTOCOLS: the CLI's choices)
+from mama.config import ONLINE_SIGMA, PROTOCOLS, EvalOptions, feature_dir  # noqa: F401  (PROTOCOLS: the CLI's choices)
 from mama.data.datasets import check_frame_files, make_samples
 from mama.errors import MamaError
-from mama.evaluate.calibrate import ONLINE_SIGMA, effective_weights, scene_background
+from mama.evaluate.calibrate import effective_weights, scene_background
 from mama.evaluate.engine import Scorer
 from mama.evaluate.examples import watch
 from mama.features.clips import INPUT_FRAMES
@@ -40,7 +40,7 @@ from mama.evaluate.streams import sharded_video_streams
 from mama.evaluate.card import card_lines
 from mama.evaluate.validation import PSEUDO_KINDS, PseudoAnomalyValidator
 from mama.features.registry import build_extractor
-from mama.io import cache_folder, check_output_folder, output_folder
+from mama.io import check_output_folder, output_folder
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
 from mama.runtime import setup_runtime, teardown_runtime
@@ -115,7 +115,7 @@ def evaluate(opts: EvalOptions) -> dict:
         )
     with_masks = net_a is not None and check_masks(mask_dir(opts.data_root, opts.dataset), videos)
     scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size, amp=opts.amp, compile=opts.compile,
-                    feature_dir=cache_folder("features") if opts.feature_store == "disk" else None)
+                    feature_dir=feature_dir(opts.feature_store))
     streams = sharded_video_streams(rt, scorer, videos, size, description="test videos")
     calib = payload.get("calibration")
     selected_on_test = bool(payload.get("config", {}).get("select_on_test", False))

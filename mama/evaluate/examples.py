@@ -13,7 +13,8 @@ import numpy as np
 from mama.config import ScoreOptions
 from mama.data.datasets import VideoRecord, decode_video_frame
 from mama.evaluate.alarms import default_threshold, offline_events
-from mama.evaluate.calibrate import ONLINE_SIGMA, effective_weights
+from mama.config import ONLINE_SIGMA
+from mama.evaluate.calibrate import effective_weights
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online
 from mama.evaluate.maps import AnomalyMapper, regions
