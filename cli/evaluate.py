@@ -8,7 +8,7 @@ import typer
 
 from mama.data.datasets import KNOWN_DATASETS
 from mama.errors import MamaError
-from mama.config import EvalOptions
+from mama.config import EvalOptions, eval_out
 
 D = EvalOptions(dataset="ped2", data_root=Path("data"), checkpoint=Path("."), out=Path("."))  # the defaults
 
@@ -46,7 +46,7 @@ def evaluate(
         w = FusionWeights.parse(weights) if weights else None
     except ValueError as exc:
         raise MamaError(str(exc)) from None
-    out = out or checkpoint.parent / f"eval_{dataset}"
+    out = out or eval_out(checkpoint, dataset)
     result = run(EvalOptions(dataset=dataset, data_root=data_root, checkpoint=checkpoint, out=out,
                              protocols=protocols, weights=w, fit_weights=fit_weights, oracle=oracle,
                              sigma=D.sigma if sigma is None else sigma, batch_size=batch_size, device=device, motion_weights=motion_weights,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from mama.config import ScoreOptions
+from mama.config import ScoreOptions, score_out
 from mama.errors import MamaError
 
 D = ScoreOptions(input=None, checkpoint=Path("."), out=Path("."))  # the defaults
@@ -47,8 +47,7 @@ def score(
 
     if (input is None) == (camera is None):
         raise MamaError("give INPUT (a video, a folder or a URL) or --camera N, one of the two")
-    name = f"camera{camera}" if camera is not None else (Path(input.split("?")[0].rstrip("/")).stem or "stream")
-    out = out or Path(f"scores_{name}")
+    out = out or score_out(input, camera)
     opts = ScoreOptions(input, checkpoint, out, camera=camera, overlay=overlay, device=device, batch_size=batch_size,
                         motion_weights=motion_weights, label_weights=label_weights, amp=amp, compile=compile,
                         threshold=threshold, false_alarms_per_hour=false_alarms_per_hour, calibrate_on=calibrate_on,

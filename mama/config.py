@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mama.errors import MamaError
-from mama.io import atomic_path, check_output_file, check_output_folder
+from mama.io import atomic_path, cache_folder, check_output_file, check_output_folder
 
 # The clip, defined once for every layer: CLIP_LEN consecutive frames, the first INPUT_FRAMES
 # read by the generator, the last predicted (mama.features.clips assembles them).
@@ -37,6 +37,16 @@ DEFAULT_HPARAMS = DATASET_HPARAMS["ped2"]
 
 BATCHNORM_MODES = ("eval-after-validation", "train")
 FEATURE_STORES = ("disk", "memory", "off")
+SCORE_FEATURE_STORES = ("disk", "off")  # `mama eval` scores each video once: nothing to keep in memory
+DEFAULT_FEATURE_STORE = "disk"
+
+
+def feature_dir(store: str) -> Path | None:
+    """Where the features of the feature store `store` are kept across runs ($MAMA_CACHE/features
+    for "disk"); None: nowhere."""
+    return cache_folder("features") if store == "disk" else None
+
+
 PRESETS = {
     "paper": {"motion": "flownet2sd", "labels": "deeplabv3", "compile": False, "amp": False,
               "batchnorm": "eval-after-validation", "holdout": 0},
@@ -102,7 +112,7 @@ class TrainConfig:
     # Training features (labels, flow; the destroyer's frozen predictions in memory): "disk" keeps
     # them in shards under $MAMA_CACHE/features for later runs as well, "memory" for this run only,
     # "off" computes what each batch needs (FEATURE_STORES; mama.features.store).
-    feature_store: str = "disk"
+    feature_store: str = DEFAULT_FEATURE_STORE
     # The training frames (uint8) and features kept on the device, batches made there
     # (mama.data.resident); None: on CUDA when they fit.
     resident: bool | None = None
@@ -197,8 +207,20 @@ def base_problem(base) -> str | None:
 
 
 PROTOCOLS = ("paper", "clean", "online")  # mama.evaluate.evaluate
+ONLINE_SIGMA = 3.0  # causal smoothing of online scores (frames), stored in a checkpoint's calibration
 ENGINES = ("torch", "onnxruntime")  # what runs the networks in `mama score` (ScoreOptions.engine)
 SCORE_BATCH = 32  # frames per scoring chunk (features, then the clips ending in it); a score waits at most this + 1
+
+
+def eval_out(checkpoint: Path, dataset: str) -> Path:
+    """`mama eval`'s report folder when no --out is given."""
+    return checkpoint.parent / f"eval_{dataset}"
+
+
+def score_out(input: str | None, camera: int | None) -> Path:
+    """`mama score`'s output folder when no --out is given, named after the source."""
+    name = f"camera{camera}" if camera is not None else (Path(input.split("?")[0].rstrip("/")).stem or "stream")
+    return Path(f"scores_{name}")
 
 
 @dataclass
@@ -219,13 +241,13 @@ class EvalOptions:
     size: int | None = None  # None: the checkpoint's frame size
     motion_weights: Path | None = None  # None: the weights dir / torch hub cache
     label_weights: Path | None = None
-    feature_store: str = "disk"  # "disk": the test videos' features under $MAMA_CACHE/features; "off"
+    feature_store: str = DEFAULT_FEATURE_STORE  # "disk": the test videos' features under $MAMA_CACHE/features; "off"
     amp: bool = False  # bf16 autocast (CUDA)
     compile: bool = False  # torch.compile the networks (CUDA graphs on CUDA): mama.runtime.compile_model
 
     def __post_init__(self) -> None:
-        if self.feature_store not in ("disk", "off"):
-            raise MamaError(f"unknown --feature-store {self.feature_store!r}; use disk or off")
+        if self.feature_store not in SCORE_FEATURE_STORES:
+            raise MamaError(f"unknown --feature-store {self.feature_store!r}; use {' or '.join(SCORE_FEATURE_STORES)}")
         if not (math.isfinite(self.sigma) and self.sigma >= 0):
             raise MamaError(f"--sigma {self.sigma} must be a finite number >= 0 (0: no smoothing), e.g. --sigma 10")
         check_batch_size(self.batch_size)

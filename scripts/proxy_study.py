@@ -38,7 +38,7 @@ from mama.io import cache_folder
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
 
-SINGLE = {name: FusionWeights(*(float(i == j) for j in range(4))) for i, name in enumerate(STREAMS)}
+SINGLE = {name: FusionWeights(**{name: 1.0}) for name in STREAMS}
 
 
 def rho(x, y) -> float:

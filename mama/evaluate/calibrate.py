@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mama.config import ONLINE_SIGMA
 from mama.data.datasets import VideoRecord, read_background, video_fps
 from mama.evaluate.engine import Scorer
 from mama.evaluate.maps import PixelStats
@@ -13,17 +14,11 @@ from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online
 from mama.evaluate.streams import video_streams
 
 ALARM_QUANTILE = 0.995  # of online scores on normal frames: ~0.5% false alarms on normal video
-ONLINE_SIGMA = 3.0  # causal smoothing of online scores (frames)
 
 
 def effective_weights(weights: FusionWeights, streams: dict) -> FusionWeights:
     """Zero the weight of a stream that this model does not produce (no labels, no destroyer)."""
-    return FusionWeights(
-        weights.a if "sim_motion" in streams else 0.0,
-        weights.b if "sim_label" in streams else 0.0,
-        weights.c if "sse" in streams else 0.0,
-        weights.d if "destroyer_sse" in streams else 0.0,
-    )
+    return weights.without(*(n for n in weights if n not in streams))
 
 
 def scene_background(videos: list[VideoRecord], size: int) -> np.ndarray:
@@ -56,7 +51,7 @@ def calibrate(scorer: Scorer, videos: list[VideoRecord], size: int, weights: Fus
         # What `mama score` sets an alarm rate with (--false-alarms-per-hour) and draws maps with.
         "normal_scores": [torch.from_numpy(v.astype(np.float32)) for v in per_video],
         "fps": [video_fps(v) for v in videos],
-        "maps": _as_tensors(pixels.finish({"error": w.c, "damage": w.d})),
+        "maps": _as_tensors(pixels.finish({"error": w["sse"], "damage": w["destroyer_sse"]})),
     }
     if background is not None:
         calib["background"] = torch.from_numpy(np.ascontiguousarray(background, dtype=np.float32))

@@ -10,8 +10,6 @@ protocol keeps the paper's fusion whatever the card says.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from mama.evaluate.calibrate import effective_weights
@@ -23,16 +21,11 @@ CHANCE = 0.5
 LOWERS_BY = 0.02  # of the proxy AUC; about its spread between two validations of one checkpoint
 STREAM_NAMES = {"sim_motion": "motion term (sim_motion)", "sim_label": "label term (sim_label)",
                 "sse": "prediction error (sse)", "destroyer_sse": "destroyer"}
-_FIELD = dict(zip(STREAMS, "abcd"))
 
 
 def alone(stream: str) -> FusionWeights:
     """Weights that score with `stream` only."""
-    return FusionWeights(**{f: float(f == _FIELD[stream]) for f in "abcd"})
-
-
-def without(weights: FusionWeights, stream: str) -> FusionWeights:
-    return replace(weights, **{_FIELD[stream]: 0.0})
+    return FusionWeights(**{stream: 1.0})
 
 
 def model_card(validator: PseudoAnomalyValidator, scorer: Scorer, weights: FusionWeights, weights_from: str,
@@ -48,13 +41,13 @@ def model_card(validator: PseudoAnomalyValidator, scorer: Scorer, weights: Fusio
         per_kind = {k: float(v[0]) for k, v in validator.kind_aucs(streams, [alone(name)]).items()}
         auc = float(np.mean(list(per_kind.values())))
         rows.append({"name": name, "auc": auc, "per_kind": per_kind, "flagged": False})
-        if getattr(chosen, _FIELD[name]) == 0:
+        if chosen[name] == 0:
             continue
-        rest = without(chosen, name)
+        rest = chosen.without(name)
         if auc <= CHANCE:
             flags.append(f"the {STREAM_NAMES[name]} stream separates pseudo-anomalies worse than chance ({auc:.2f}): "
                          "train it longer or leave it out")
-        elif any(rest.as_dict().values()):
+        elif any(rest.values()):
             with_it, without_it = validator.proxy(streams, [chosen, rest])
             if without_it - with_it > LOWERS_BY:
                 flags.append(f"adding the {STREAM_NAMES[name]} stream lowers the pseudo-anomaly AUC from "
@@ -67,8 +60,8 @@ def model_card(validator: PseudoAnomalyValidator, scorer: Scorer, weights: Fusio
         rows[-1]["flagged"] = True
     used = chosen
     for name in flagged:
-        used = without(used, name)
-    if not any(used.as_dict().values()):  # every weighted stream is unhealthy: nothing better to fall back on
+        used = used.without(name)
+    if not any(used.values()):  # every weighted stream is unhealthy: nothing better to fall back on
         used = chosen
         flags.append("every weighted stream is flagged; the fusion keeps them all: this model is not usable as trained")
     return {

@@ -33,6 +33,7 @@ from torch import nn
 from mama.config import SCORE_BATCH
 from mama.features.clips import INPUT_FRAMES, ClipInputs
 from mama.features.extractor import FeatureExtractor
+from mama.evaluate.fusion import STREAMS
 from mama.features.store import FeatureStore, ShardDir
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import TRIPLET_MARGIN, bottleneck_sims, frame_sse
@@ -76,8 +77,8 @@ class Scorer:
     @property
     def stream_names(self) -> list[str]:
         """The streams `clip_streams` gives, in their order of report."""
-        return ["sim_motion", *(["sim_label"] if self.extractor.labels is not None else []), "sse",
-                *(["destroyer_sse"] if self.destroyer is not None else [])]
+        absent = {"sim_label": self.extractor.labels is None, "destroyer_sse": self.destroyer is None}
+        return [n for n in STREAMS if not absent.get(n, False)]
 
     def stream(self, background=None, key: str | None = None, size: int | None = None) -> "StreamScorer":
         """A scorer for one video whose frames arrive one at a time. With a `key` naming the video

@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from mama import metrics
-from mama.config import PROTOCOLS, EvalOptions  # noqa: F401  (PROTOCOLS: the CLI's choices)
+from mama.config import ONLINE_SIGMA, PROTOCOLS, EvalOptions, feature_dir  # noqa: F401  (PROTOCOLS: the CLI's choices)
 from mama.data.datasets import check_frame_files, make_samples
 from mama.errors import MamaError
-from mama.evaluate.calibrate import ONLINE_SIGMA, effective_weights, scene_background
+from mama.evaluate.calibrate import effective_weights, scene_background
 from mama.evaluate.engine import Scorer
 from mama.evaluate.examples import watch
 from mama.features.clips import INPUT_FRAMES
 from mama.evaluate.fusion import (
+    GENERATOR_STREAMS,
     PAPER_WEIGHTS,
     FusionWeights,
     clean_weights,
@@ -39,7 +40,7 @@ from mama.evaluate.streams import sharded_video_streams
 from mama.evaluate.card import card_lines
 from mama.evaluate.validation import PSEUDO_KINDS, PseudoAnomalyValidator
 from mama.features.registry import build_extractor
-from mama.io import cache_folder, check_output_folder, output_folder
+from mama.io import check_output_folder, output_folder
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
 from mama.runtime import setup_runtime, teardown_runtime
@@ -55,10 +56,10 @@ def stream_ablation(streams: list[dict], labels: list[np.ndarray], weights: Fusi
     own stream; each with and without smoothing."""
     has_d = "destroyer_sse" in streams[0]
     w = effective_weights(weights, streams[0])
-    variants = [("sse", FusionWeights(0, 0, 1)), ("sse + sim terms", w.without_destroyer())]
+    variants = [("sse", FusionWeights(sse=1)), ("sse + sim terms", w.without_destroyer())]
     if has_d:
-        variants += [("sse + sim terms + destroyer", w), ("sse + destroyer", FusionWeights(0, 0, w.c, w.d)),
-                     ("destroyer alone", FusionWeights(0, 0, 0, 1))]
+        variants += [("sse + sim terms + destroyer", w), ("sse + destroyer", w.without(*GENERATOR_STREAMS[:2])),
+                     ("destroyer alone", FusionWeights(destroyer_sse=1))]
     rows = []
     for name, vw in variants:
         row = {"streams": name, "weights": str(vw)}
@@ -86,17 +87,9 @@ def _rows_for(name, protocol, weights, tag, streams, labels, sigma, fuse, labels
     return rows
 
 
-def evaluate(opts: EvalOptions) -> dict:
-    check_output_folder(opts.out)
-    payload = read_file(opts.checkpoint, "run")
-    net_g, net_a, meta = models_from_run(payload, opts.checkpoint, need_destroyer=False)
-    size = opts.size or meta["size"]
-    rt = setup_runtime(opts.device)  # under torchrun the test videos are shared out between ranks
-    device = rt.device
-    extractor = build_extractor(meta["motion"], meta["labels"], device, opts.motion_weights, opts.label_weights)
-    net_g.to(device).eval()
-    if net_a is not None:
-        net_a.to(device).eval()
+def _test_videos(opts: EvalOptions) -> tuple[list, list[np.ndarray]]:
+    """The test videos and each one's labels of the frames scored, refused unless `mama eval` can
+    report on them (every video labelled, both kinds of frames, every frame file readable)."""
     videos = make_samples(opts.dataset, Path(opts.data_root), "testing")
     unlabeled = [v.name for v in videos if v.labels is None]
     if unlabeled:
@@ -112,83 +105,86 @@ def evaluate(opts: EvalOptions) -> dict:
             f"every scored test frame of {opts.data_root}/{opts.dataset} is {'abnormal' if flat[0] else 'normal'} "
             f"(the first {INPUT_FRAMES} frames of each video are never scored); frame-level AUC needs both kinds"
         )
-    with_masks = net_a is not None and check_masks(mask_dir(opts.data_root, opts.dataset), videos)
-    scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size, amp=opts.amp, compile=opts.compile,
-                    feature_dir=cache_folder("features") if opts.feature_store == "disk" else None)
-    streams = sharded_video_streams(rt, scorer, videos, size, description="test videos")
-    calib = payload.get("calibration")
-    selected_on_test = bool(payload.get("config", {}).get("select_on_test", False))
+    return videos, labels
+
+
+def _given_weights(opts: EvalOptions, meta: dict, card: dict | None) -> tuple[tuple[FusionWeights, str], tuple[FusionWeights, str]]:
+    """(weights, where from) of the paper protocol and of the clean one. The paper protocol fuses
+    as the paper does; the clean one (and the online one, as `mama score`) with the weights fixed
+    in advance for these providers, less the streams the model card flagged."""
+    if opts.weights:
+        return (opts.weights, "given (--weights)"), (opts.weights, "given (--weights)")
+    clean = clean_weights(meta["motion"], meta["labels"]), "fixed in advance for these providers"
+    if card is not None and card.get("flags"):
+        clean = FusionWeights.parse(card["fusion"]["weights"]), "model card (flagged streams left out)"
+    return (PAPER_WEIGHTS, "the paper's (fixed in advance)"), clean
+
+
+def _fitted_weights(opts: EvalOptions, scorer: Scorer, size: int, variants) -> dict[str, FusionWeights]:
+    """--fit-weights: each variant's weights that best separate normal training clips from
+    pseudo-anomalous ones made from them (mama.evaluate.validation): no test label."""
+    if not opts.fit_weights:
+        return {}
+    train_videos = make_samples(opts.dataset, Path(opts.data_root), "training")
+    pseudo = PseudoAnomalyValidator(scorer.extractor, train_videos, size, FIT_CLIPS, PSEUDO_KINDS, seed=0,
+                                    device=scorer.device)
+    # The generator-only scorer reuses the inference copies the first one made.
+    return {name: pseudo.fit_weights(scorer if with_d else replace(scorer, destroyer=None), with_d)[0]
+            for name, with_d in variants}
+
+
+def _variant_rows(opts: EvalOptions, name: str, with_d: bool, given, fitted: dict, streams, on_streams, labels,
+                  calib: dict | None, selected_on_test: bool) -> list[dict]:
+    """The rows of every protocol asked for, for one model variant (generator, or with the destroyer)."""
+    def pick(weights: FusionWeights, tag: str) -> tuple[FusionWeights, str]:
+        if name in fitted:
+            weights, tag = fitted[name], "fitted on training video (--fit-weights)"
+        return effective_weights(weights if with_d else weights.without_destroyer(), streams[0]), tag
+
+    (w, tag), (wc, tag_c) = pick(*given[0]), pick(*given[1])
+    rows: list[dict] = []
+    if "paper" in opts.protocols:
+        rows += _rows_for(name, "paper", w, tag, streams, labels, opts.sigma, fuse_offline, selected_on_test)
+        if opts.oracle:
+            best, _ = search_weights(streams, labels, with_d)
+            rows += _rows_for(name, "paper", effective_weights(best, streams[0]), "oracle (tuned on test labels)",
+                              streams, labels, opts.sigma, fuse_offline, True)
+    if "clean" in opts.protocols:
+        if selected_on_test:
+            tag_clean = "REFUSED: checkpoint was selected on test labels (--select-on-test)"
+            rows.append({"protocol": "clean", "model": name, "weights": str(wc), "weights_from": tag_clean,
+                         "smoothing": 0.0, "test_labels_used": True, "micro_auc": float("nan"),
+                         "macro_auc": float("nan"), "eer": float("nan"), "ap": float("nan")})
+        else:
+            rows += _rows_for(name, "clean", wc, tag_c, streams, labels, opts.sigma, fuse_offline, False)
+    if "online" in opts.protocols:
+        stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
+        wo = effective_weights(wc, {k: 0 for k in stats.mean})
+        sigma = calib.get("sigma", ONLINE_SIGMA)  # an older checkpoint that stored none: the default
+        rows += _rows_for(name, "online", wo, tag_c, on_streams, labels, sigma,
+                          lambda v, ww, s: fuse_online(v, ww, stats, s), selected_on_test)
+    return rows
+
+
+def _online_streams(opts: EvalOptions, rt, scorer: Scorer, videos, size: int, streams, calib: dict | None):
+    """(streams, background) the online protocol fuses: `streams`, or where the providers need the
+    scene's background, the test videos scored again against it (the calibration's, else the
+    training videos')."""
     if "online" in opts.protocols and calib is None:
         raise MamaError(
             f"{opts.checkpoint} has no calibration (a reference-code checkpoint?); the online protocol "
             "needs one: run `mama eval --protocol paper` or `--protocol clean`, or calibrate by training with mama"
         )
-    on_streams, on_bg = streams, None
-    if "online" in opts.protocols and extractor.needs_background:  # scored against the scene's background
-        on_bg = calib.get("background")
-        on_bg = on_bg.numpy() if on_bg is not None else scene_background(make_samples(opts.dataset, Path(opts.data_root), "training"), size)
-        on_streams = sharded_video_streams(rt, scorer, videos, size, background=on_bg, description="online pass")
-    if not rt.is_main:
-        teardown_runtime(rt)
-        return {}
+    if "online" not in opts.protocols or not scorer.extractor.needs_background:
+        return streams, None
+    on_bg = calib.get("background")
+    on_bg = on_bg.numpy() if on_bg is not None else scene_background(make_samples(opts.dataset, Path(opts.data_root), "training"), size)
+    return sharded_video_streams(rt, scorer, videos, size, background=on_bg, description="online pass"), on_bg
 
-    variants = [("generator", False)] + ([("generator+destroyer", True)] if net_a is not None else [])
-    card = payload.get("card")
-    if card is not None:
-        for line in card_lines(card):
-            print(line)
-    # The paper protocol fuses as the paper does; the clean one (and the online one, as `mama
-    # score`) with the weights fixed in advance for these providers, less the streams the model
-    # card flagged.
-    if opts.weights:
-        paper_w = clean_w = opts.weights
-        paper_tag = clean_tag = "given (--weights)"
-    else:
-        paper_w, paper_tag = PAPER_WEIGHTS, "the paper's (fixed in advance)"
-        clean_w, clean_tag = clean_weights(meta["motion"], meta["labels"]), "fixed in advance for these providers"
-        if card is not None and card.get("flags"):
-            clean_w, clean_tag = FusionWeights.parse(card["fusion"]["weights"]), "model card (flagged streams left out)"
-    rows: list[dict] = []
-    fitted = {}
-    if opts.fit_weights:
-        # The weights that best separate normal training clips from pseudo-anomalous ones made
-        # from them (mama.evaluate.validation): no test label.
-        train_videos = make_samples(opts.dataset, Path(opts.data_root), "training")
-        pseudo = PseudoAnomalyValidator(scorer.extractor, train_videos, size, FIT_CLIPS, PSEUDO_KINDS, seed=0, device=device)
-        for name, with_d in variants:
-            # The generator-only scorer reuses the inference copies the first one made.
-            fitted[name] = pseudo.fit_weights(scorer if with_d else replace(scorer, destroyer=None), with_d)[0]
-    for name, with_d in variants:
-        def pick(weights: FusionWeights, tag: str) -> tuple[FusionWeights, str]:
-            if name in fitted:
-                weights, tag = fitted[name], "fitted on training video (--fit-weights)"
-            return effective_weights(weights if with_d else weights.without_destroyer(), streams[0]), tag
 
-        w, tag = pick(paper_w, paper_tag)
-        wc, tag_c = pick(clean_w, clean_tag)
-        if "paper" in opts.protocols:
-            rows += _rows_for(name, "paper", w, tag, streams, labels, opts.sigma, fuse_offline, selected_on_test)
-            if opts.oracle:
-                best, _ = search_weights(streams, labels, with_d)
-                rows += _rows_for(name, "paper", effective_weights(best, streams[0]), "oracle (tuned on test labels)",
-                                  streams, labels, opts.sigma, fuse_offline, True)
-        if "clean" in opts.protocols:
-            if selected_on_test:
-                tag_clean = "REFUSED: checkpoint was selected on test labels (--select-on-test)"
-                rows.append({"protocol": "clean", "model": name, "weights": str(wc), "weights_from": tag_clean,
-                             "smoothing": 0.0, "test_labels_used": True, "micro_auc": float("nan"),
-                             "macro_auc": float("nan"), "eer": float("nan"), "ap": float("nan")})
-            else:
-                rows += _rows_for(name, "clean", wc, tag_c, streams, labels, opts.sigma, fuse_offline, False)
-        if "online" in opts.protocols:
-            stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
-            wo = effective_weights(wc, {k: 0 for k in stats.mean})
-            sigma = calib.get("sigma", ONLINE_SIGMA)  # an older checkpoint that stored none: the default
-            rows += _rows_for(name, "online", wo, tag_c, on_streams, labels, sigma,
-                              lambda v, ww, s: fuse_online(v, ww, stats, s), selected_on_test)
-    ablation_weights = fitted.get("generator+destroyer", paper_w)
-    ablation = stream_ablation(streams, labels, ablation_weights, opts.sigma)
-    local = localisation(scorer, videos, size, mask_dir(opts.data_root, opts.dataset)) if with_masks else None
+def _result(opts: EvalOptions, meta: dict, size: int, videos, rows: list[dict], ablation: list[dict],
+            selected_on_test: bool, card: dict | None, local: dict | None) -> dict:
+    """What `mama eval` returns and writes as metrics.json (the report adds its headline)."""
     result = {
         "dataset": opts.dataset,
         "checkpoint": str(opts.checkpoint),
@@ -204,6 +200,47 @@ def evaluate(opts: EvalOptions) -> dict:
         result["model_card"] = card
     if local is not None:
         result["localisation"] = local
+    return result
+
+
+def evaluate(opts: EvalOptions) -> dict:
+    """Score the test videos (shared out between torchrun's ranks), then on the main rank report
+    every protocol asked for (the rows of `_variant_rows`), the stream ablation, localisation and
+    the online protocol's alarms, and write the report to `opts.out`."""
+    check_output_folder(opts.out)
+    payload = read_file(opts.checkpoint, "run")
+    net_g, net_a, meta = models_from_run(payload, opts.checkpoint, need_destroyer=False)
+    size = opts.size or meta["size"]
+    rt = setup_runtime(opts.device)  # under torchrun the test videos are shared out between ranks
+    device = rt.device
+    extractor = build_extractor(meta["motion"], meta["labels"], device, opts.motion_weights, opts.label_weights)
+    net_g.to(device).eval()
+    if net_a is not None:
+        net_a.to(device).eval()
+    videos, labels = _test_videos(opts)
+    with_masks = net_a is not None and check_masks(mask_dir(opts.data_root, opts.dataset), videos)
+    scorer = Scorer(net_g, extractor, net_a, device, batch_size=opts.batch_size, amp=opts.amp, compile=opts.compile,
+                    feature_dir=feature_dir(opts.feature_store))
+    streams = sharded_video_streams(rt, scorer, videos, size, description="test videos")
+    calib = payload.get("calibration")
+    selected_on_test = bool(payload.get("config", {}).get("select_on_test", False))
+    on_streams, on_bg = _online_streams(opts, rt, scorer, videos, size, streams, calib)
+    if not rt.is_main:
+        teardown_runtime(rt)
+        return {}
+
+    variants = [("generator", False)] + ([("generator+destroyer", True)] if net_a is not None else [])
+    card = payload.get("card")
+    if card is not None:
+        for line in card_lines(card):
+            print(line)
+    given = _given_weights(opts, meta, card)
+    fitted = _fitted_weights(opts, scorer, size, variants)
+    rows = [r for name, with_d in variants
+            for r in _variant_rows(opts, name, with_d, given, fitted, streams, on_streams, labels, calib, selected_on_test)]
+    ablation = stream_ablation(streams, labels, fitted.get("generator+destroyer", given[0][0]), opts.sigma)
+    local = localisation(scorer, videos, size, mask_dir(opts.data_root, opts.dataset)) if with_masks else None
+    result = _result(opts, meta, size, videos, rows, ablation, selected_on_test, card, local)
     # The report's alarms and example frames: what `mama score` would do, so online scores only.
     watched = watch(calib, scorer, videos, on_streams, labels, size, on_bg) if "online" in opts.protocols else None
     if watched is not None:

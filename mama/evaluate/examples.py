@@ -13,7 +13,8 @@ import numpy as np
 from mama.config import ScoreOptions
 from mama.data.datasets import VideoRecord, decode_video_frame
 from mama.evaluate.alarms import default_threshold, offline_events
-from mama.evaluate.calibrate import ONLINE_SIGMA, effective_weights
+from mama.config import ONLINE_SIGMA
+from mama.evaluate.calibrate import effective_weights
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import FusionWeights, StreamStats, fuse_online
 from mama.evaluate.maps import AnomalyMapper, regions
@@ -76,7 +77,7 @@ def watch(calib: dict, scorer: Scorer, videos: list[VideoRecord], streams: list[
           size: int, background: np.ndarray | None) -> Watch:
     """The online scores, threshold, events and example frames (module docstring); `streams`
     scored against `background`, as the online protocol does."""
-    w = effective_weights(FusionWeights(**calib["weights"]), streams[0])
+    w = effective_weights(FusionWeights.from_dict(calib["weights"]), streams[0])
     stats = StreamStats(calib["stats"]["mean"], calib["stats"]["std"])
     scores = [fuse_online(s, w, stats, calib.get("sigma", ONLINE_SIGMA)) for s in streams]
     threshold, origin = default_threshold(calib)

@@ -16,25 +16,36 @@ import collections
 import itertools
 import math
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.stats import rankdata
 
 
-GENERATOR_STREAMS = ("sim_motion", "sim_label", "sse")
-STREAMS = GENERATOR_STREAMS + ("destroyer_sse",)
+# The score streams, in their order everywhere: a weight's place on the command line ('a,b,c,d'), its
+# letter in the files written, a report's columns.
+STREAMS = ("sim_motion", "sim_label", "sse", "destroyer_sse")
+GENERATOR_STREAMS = STREAMS[:3]
+_LETTERS = dict(zip(STREAMS, "abcd"))  # a weight's key in the files written (calibration["weights"])
 
 
-@dataclass(frozen=True)
-class FusionWeights:
-    """Score = a*sim_motion + b*sim_label + c*sse + d*destroyer_sse (after normalisation)."""
+class FusionWeights(Mapping[str, float]):
+    """Score = the sum over STREAMS of weight * normalised stream: a read-only mapping from each
+    stream of STREAMS to its weight (0: left out). Built from weights in STREAMS' order,
+    `FusionWeights(1, 1, 3, 1)`, or by stream name, `FusionWeights(sse=1)`: a stream not given
+    weighs 0. Written 'a,b,c,d' on the command line (`parse`, `str`) and {'a': .., 'b': .., 'c': ..,
+    'd': ..} in checkpoints (`as_dict`, `from_dict`)."""
 
-    a: float
-    b: float
-    c: float
-    d: float = 0.0
+    __slots__ = ("_w",)
+
+    def __init__(self, *values: float, **by_stream: float):
+        unknown = set(by_stream) - set(STREAMS)
+        if len(values) > len(STREAMS) or unknown:
+            raise TypeError(f"fusion weights take at most {len(STREAMS)} values or the streams {', '.join(STREAMS)}, "
+                            f"got {values} {sorted(unknown)}")
+        given = dict(zip(STREAMS, values)) | by_stream
+        self._w = tuple(float(given.get(n, 0.0)) for n in STREAMS)
 
     @classmethod
     def parse(cls, text: str) -> "FusionWeights":
@@ -49,14 +60,41 @@ class FusionWeights:
             raise ValueError(f"--weights {text}: the weights must be finite, >= 0 and not all zero, e.g. --weights 1,1,3,1")
         return cls(*values)
 
-    def without_destroyer(self) -> "FusionWeights":
-        return FusionWeights(self.a, self.b, self.c, 0.0)
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, float]) -> "FusionWeights":
+        """The weights `as_dict` wrote (a checkpoint's calibration["weights"])."""
+        return cls(**{n: stored[k] for n, k in _LETTERS.items() if k in stored})
 
     def as_dict(self) -> dict[str, float]:
-        return {"a": self.a, "b": self.b, "c": self.c, "d": self.d}
+        return {_LETTERS[n]: w for n, w in self.items()}
+
+    def without(self, *streams: str) -> "FusionWeights":
+        """These weights with `streams` left out."""
+        return FusionWeights(**{n: w for n, w in self.items() if n not in streams})
+
+    def without_destroyer(self) -> "FusionWeights":
+        return self.without("destroyer_sse")
+
+    def __getitem__(self, stream: str) -> float:
+        return self._w[STREAMS.index(stream)]
+
+    def __iter__(self):
+        return iter(STREAMS)
+
+    def __len__(self) -> int:
+        return len(STREAMS)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FusionWeights) and self._w == other._w
+
+    def __hash__(self) -> int:
+        return hash(self._w)
+
+    def __repr__(self) -> str:
+        return f"FusionWeights({', '.join(f'{n}={w:g}' for n, w in self.items())})"
 
     def __str__(self) -> str:
-        return f"{self.a:g},{self.b:g},{self.c:g},{self.d:g}"
+        return ",".join(f"{w:g}" for w in self._w)
 
 
 # The paper protocol's fusion. Fixed in advance, never looked up on test labels, and inside the
@@ -64,7 +102,7 @@ class FusionWeights:
 # the reference could have reported: prediction error carries most of the signal in every
 # frame-prediction detector (c = 3), the two bottleneck terms refine it (a = b = 1), and the
 # destroyer's error gets the largest weight that family allows (d = 1).
-PAPER_WEIGHTS = FusionWeights(a=1.0, b=1.0, c=3.0, d=1.0)
+PAPER_WEIGHTS = FusionWeights(sim_motion=1.0, sim_label=1.0, sse=3.0, destroyer_sse=1.0)
 
 
 def clean_weights(motion: str, labels: str) -> FusionWeights:
@@ -76,8 +114,8 @@ def clean_weights(motion: str, labels: str) -> FusionWeights:
     from mama.features.registry import LABELS, MOTION  # the providers' table: needs weights or not
 
     learned = lambda table, name: bool(table.get(name, (None, False))[1])  # noqa: E731
-    return FusionWeights(PAPER_WEIGHTS.a * learned(MOTION, motion), PAPER_WEIGHTS.b * learned(LABELS, labels),
-                         PAPER_WEIGHTS.c, PAPER_WEIGHTS.d)
+    return PAPER_WEIGHTS.without(*(["sim_motion"] if not learned(MOTION, motion) else []),
+                                 *(["sim_label"] if not learned(LABELS, labels) else []))
 
 
 # scipy's gaussian_filter1d default: the reference smooths each video's scores with it.
@@ -122,7 +160,7 @@ def causal_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
 
 def _weighted(streams: dict[str, np.ndarray], weights: FusionWeights, norm) -> np.ndarray:
     total = None
-    for name, w in zip(STREAMS, (weights.a, weights.b, weights.c, weights.d)):
+    for name, w in weights.items():
         if w == 0.0:
             continue
         if name not in streams:
@@ -219,7 +257,7 @@ def grid_aucs(videos: Sequence[dict[str, np.ndarray]], labels: Sequence[np.ndarr
               sigma: float = 0.0) -> np.ndarray:
     """Micro AUC of the offline fusion (`fuse_offline`) with each of `grid`'s weights, vectorised:
     z-scores once per video, all weightings as one matrix product, min-max per video."""
-    w = np.array([[g.a, g.b, g.c, g.d] for g in grid])  # (G, 4)
+    w = np.array([list(g.values()) for g in grid])  # (G, len(STREAMS))
     used = [i for i, n in enumerate(STREAMS) if w[:, i].any()]
     parts = []
     for v in videos:

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from mama.data.datasets import label_intervals  # noqa: E402
 from mama.evaluate.examples import MERGE_GAP, MIN_DURATION, Watch  # noqa: E402
+from mama.evaluate.fusion import STREAMS  # noqa: E402
 from mama.evaluate.localisation import DESTROYED  # noqa: E402
 from mama.evaluate.picture import draw_frame  # noqa: E402
 from mama.features.clips import INPUT_FRAMES  # noqa: E402
@@ -96,7 +97,7 @@ def write_report(out: Path, result: dict, rows: list[dict], videos, streams, lab
         tmp.write_text(json.dumps(result, indent=2, default=float))
 
     # Per-frame scores: every stream, the headline's fused score, the label.
-    names = [k for k in ("sim_motion", "sim_label", "sse", "destroyer_sse") if k in streams[0]]
+    names = [k for k in STREAMS if k in streams[0]]
     with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["video", "frame", *names, "score", "label"])

@@ -217,7 +217,7 @@ class PseudoAnomalyValidator:
         """{kind: (G,) AUC of normal vs that kind's clips under each of `grid`'s weightings}, the
         streams z-scored with the normal clips' statistics (the online protocol's fusion)."""
         stats = StreamStats.from_streams([s for s, w in zip(streams, self.windows) if w.kind == "normal"])
-        matrix = np.array([[g.a, g.b, g.c, g.d] for g in grid])
+        matrix = np.array([list(g.values()) for g in grid])
         used = [i for i, name in enumerate(STREAMS) if matrix[:, i].any()]
         missing = [STREAMS[i] for i in used if STREAMS[i] not in stats.mean]
         if missing:
@@ -258,7 +258,8 @@ class PseudoAnomalyValidator:
 def fusion_candidates(with_destroyer: bool) -> list[FusionWeights]:
     """The weights a label-free fit chooses among: the reference's grid and a few points that
     lean on the prediction error, outside it (sse alone; sse with the destroyer)."""
-    extra = [FusionWeights(0, 0, 1, 0)] + ([FusionWeights(0, 0, 3, 1), FusionWeights(0, 0, 1, 1)] if with_destroyer else [])
+    extra = [FusionWeights(sse=1)] + ([FusionWeights(sse=3, destroyer_sse=1), FusionWeights(sse=1, destroyer_sse=1)]
+                                      if with_destroyer else [])
     return oracle_grid(with_destroyer) + extra
 
 

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -115,7 +116,7 @@ class SourceRun:
         self.run, self.source = run, source
         self.result = Scored(source.name, source.uri, source.live)
         calib, alarms = run.calib, run.alarms
-        self.fusion = OnlineFusion(FusionWeights(**calib["weights"]), StreamStats(calib["stats"]["mean"], calib["stats"]["std"]),
+        self.fusion = OnlineFusion(FusionWeights.from_dict(calib["weights"]), StreamStats(calib["stats"]["mean"], calib["stats"]["std"]),
                                    float(calib["sigma"]))
         self.tracker = EventTracker(source.name, alarms.threshold, alarms.min_duration, alarms.merge_gap,
                                     alarms.update_interval, run.run_id, self._snapshot)
@@ -377,24 +378,7 @@ class ScoreRun:
         if earlier and not o.append:
             raise MamaError(f"--out {self.out} holds an earlier run's {earlier[0]}; give another --out, or --append to "
                             "add this run after it")
-        if o.engine == "onnxruntime":
-            export = read_export(o.checkpoint)
-            payload = {"calibration": export.calibration}
-        else:
-            if (Path(o.checkpoint) / EXPORT_FILE).is_file():
-                raise MamaError(f"--checkpoint {o.checkpoint} is an ONNX export (mama export); add --engine onnxruntime, "
-                                "or pass the run's final.pt")
-            payload = read_file(o.checkpoint, "run")
-
-        def make_scorer() -> tuple[Scorer, int]:
-            if o.engine == "onnxruntime":
-                return scorer_from_export(export, o.batch_size), export.size
-            net_g, net_a, meta = models_from_run(payload, o.checkpoint, need_destroyer=False)
-            dev = pick_device(o.device)
-            extractor = build_extractor(meta["motion"], meta["labels"], dev, o.motion_weights, o.label_weights)
-            return Scorer(net_g.to(dev).eval(), extractor, net_a.to(dev).eval() if net_a is not None else None,
-                          dev, batch_size=o.batch_size, amp=o.amp, compile=o.compile), int(meta["size"])
-
+        payload, make_scorer = _read_checkpoint(o)
         if shared is None:
             (self.scorer, self.size), self.lock = make_scorer(), threading.Lock()
             self.networks = BatchedNetworks(self.scorer)  # one camera: every pass is its own
@@ -424,14 +408,8 @@ class ScoreRun:
         for flag in (payload.get("card") or {}).get("flags", []):
             print(f"warning: model card: {flag}", file=sys.stderr, flush=True)
         self.mapper = self._mapper()
-        if o.append and (self.out / "scores.csv").exists():
-            with open(self.out / "scores.csv") as f:
-                header = f.readline().strip().split(",")
-            if header != self.csv_header:
-                for s in self.sources:
-                    s.close()
-                raise MamaError(f"--append: {self.out / 'scores.csv'} has the columns {','.join(header)}, this run writes "
-                                f"{','.join(self.csv_header)} (another model); give another --out")
+        if o.append:
+            self._check_append()
         self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.overlay = None
         self.bar = None
@@ -439,6 +417,17 @@ class ScoreRun:
         self.listeners: list = []  # called with each SourceRun after each scored batch (mama serve)
         self.event_listeners: list = []  # called with each event line (mama serve)
         self.stop: StopRequest | None = None  # while run() runs: request() stops it from another thread
+
+    def _check_append(self) -> None:
+        """--append: an earlier scores.csv must have this run's columns (the same model's streams)."""
+        if (self.out / "scores.csv").exists():
+            with open(self.out / "scores.csv") as f:
+                header = f.readline().strip().split(",")
+            if header != self.csv_header:
+                for s in self.sources:
+                    s.close()
+                raise MamaError(f"--append: {self.out / 'scores.csv'} has the columns {','.join(header)}, this run writes "
+                                f"{','.join(self.csv_header)} (another model); give another --out")
 
     @property
     def csv_header(self) -> list[str]:
@@ -450,7 +439,7 @@ class ScoreRun:
         if o.calibrate_on is not None:
             videos = make_folder_samples(o.calibrate_on)
             if calib is not None:
-                weights = FusionWeights(**calib["weights"])
+                weights = FusionWeights.from_dict(calib["weights"])
             else:
                 meta = run_meta(payload, o.checkpoint)
                 weights = clean_weights(meta["motion"], meta["labels"])
@@ -566,27 +555,46 @@ class ScoreRun:
                         self.overlay.close(ok=bool(results))
                     if webhook is not None:
                         webhook.close()
-            for r in results:
-                summary["videos"].append({
-                    "video": r.name, "source": r.source, "live": r.live, "frames": r.frames, "dropped": r.dropped,
-                    "frames_scored": len(r.scores), "first_scored_frame": int(r.indices[0]) if r.indices else None,
-                    "scores": [round(float(s), 7) for s in r.scores], "events": r.events, "gaps": r.gaps,
-                    "warnings": r.warnings, "frames_per_second": round(len(r.scores) / max(r.seconds, 1e-9), 2),
-                    "lost": bool(r.gaps) and not r.gaps[-1]["recovered"],
-                    "lag_seconds": _percentiles(r.lags)})
+            summary["videos"] += [_video_summary(r) for r in results]
             summary["event_lines"] = dict(self.log.count)
             summary["webhook"] = webhook.summary() if webhook is not None else None
             summary["interrupted"] = stopped is not None
             summary["stopped_by"] = stopped
-            if (out / "scores.json").exists():  # --append: the earlier runs' summaries are kept
-                earlier = json.loads((out / "scores.json").read_text())
-                summary["earlier_runs"] = earlier.pop("earlier_runs", []) + [earlier]
-            with atomic_path(out / "scores.json") as tmp:
-                tmp.write_text(json.dumps(summary, indent=1))
-            for r in results:
-                if r.scores:
-                    _plot(out / f"scores_{r.name}.png", r, self.alarms.threshold)
+            self._write_summary(summary, results)
         return summary
+
+    def _write_summary(self, summary: dict, results: list[Scored]) -> None:
+        """scores.json (after the earlier runs' summaries, with --append) and each source's plot."""
+        out = self.out
+        if (out / "scores.json").exists():  # --append: the earlier runs' summaries are kept
+            earlier = json.loads((out / "scores.json").read_text())
+            summary["earlier_runs"] = earlier.pop("earlier_runs", []) + [earlier]
+        with atomic_path(out / "scores.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=1))
+        for r in results:
+            if r.scores:
+                _plot(out / f"scores_{r.name}.png", r, self.alarms.threshold)
+
+
+def _read_checkpoint(o: ScoreOptions) -> tuple[dict, Callable[[], tuple[Scorer, int]]]:
+    """The checkpoint's payload (of an export: its calibration only) and what makes its scorer
+    and frame size (called once per process and settings: SharedScorers)."""
+    if o.engine == "onnxruntime":
+        export = read_export(o.checkpoint)
+        return {"calibration": export.calibration}, lambda: (scorer_from_export(export, o.batch_size), export.size)
+    if (Path(o.checkpoint) / EXPORT_FILE).is_file():
+        raise MamaError(f"--checkpoint {o.checkpoint} is an ONNX export (mama export); add --engine onnxruntime, "
+                        "or pass the run's final.pt")
+    payload = read_file(o.checkpoint, "run")
+
+    def make_scorer() -> tuple[Scorer, int]:
+        net_g, net_a, meta = models_from_run(payload, o.checkpoint, need_destroyer=False)
+        dev = pick_device(o.device)
+        extractor = build_extractor(meta["motion"], meta["labels"], dev, o.motion_weights, o.label_weights)
+        return Scorer(net_g.to(dev).eval(), extractor, net_a.to(dev).eval() if net_a is not None else None,
+                      dev, batch_size=o.batch_size, amp=o.amp, compile=o.compile), int(meta["size"])
+
+    return payload, make_scorer
 
 
 class SharedScorers:
@@ -654,6 +662,16 @@ class BatchedNetworks:
             outputs = [{k: v[i] for k, v in pieces.items()} for i in range(len(sizes))]
         self.batches, self.clips = self.batches + 1, self.clips + sum(sizes)
         return outputs
+
+
+def _video_summary(r: Scored) -> dict:
+    """One source's entry of scores.json's "videos"."""
+    return {"video": r.name, "source": r.source, "live": r.live, "frames": r.frames, "dropped": r.dropped,
+            "frames_scored": len(r.scores), "first_scored_frame": int(r.indices[0]) if r.indices else None,
+            "scores": [round(float(s), 7) for s in r.scores], "events": r.events, "gaps": r.gaps,
+            "warnings": r.warnings, "frames_per_second": round(len(r.scores) / max(r.seconds, 1e-9), 2),
+            "lost": bool(r.gaps) and not r.gaps[-1]["recovered"],
+            "lag_seconds": _percentiles(r.lags)}
 
 
 def _line_count(path: Path) -> int:

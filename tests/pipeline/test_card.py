@@ -116,4 +116,4 @@ def test_eval_and_score_leave_the_flagged_stream_out(inverted, tiny_run, tmp_pat
     assert rc == 0, err
     assert f"warning: model card: {card['flags'][0]}" in err
     summary = json.loads((tmp_path / "score" / "scores.json").read_text())
-    assert FusionWeights(**summary["weights"]) == FusionWeights(0, 0, 3, 0)
+    assert FusionWeights.from_dict(summary["weights"]) == FusionWeights(0, 0, 3, 0)

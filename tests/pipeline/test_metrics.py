@@ -61,7 +61,7 @@ def test_offline_fusion_is_the_reference_recipe():
     streams = {n: rng.normal(size=50) * rng.uniform(0.1, 5) + rng.normal() for n in fusion.STREAMS}
     w = fusion.FusionWeights(0.5, 1.5, 3.0, 0.75)
     z = {n: (x - x.mean()) / x.std() for n, x in streams.items()}
-    raw = w.a * z["sim_motion"] + w.b * z["sim_label"] + w.c * z["sse"] + w.d * z["destroyer_sse"]
+    raw = sum(w[n] * z[n] for n in fusion.STREAMS)
     expected = (raw - raw.min()) / (raw.max() - raw.min())
     np.testing.assert_allclose(fusion.fuse_offline(streams, w), expected, rtol=0, atol=1e-12)
     smoothed = fusion.fuse_offline(streams, w, sigma=10)
@@ -87,10 +87,11 @@ def test_offline_smoothing_reflects_at_the_edges_as_scipys_default():
 def test_default_weights_are_in_the_reference_family():
     # a + b + c = 5 and d one of the reference grid's four values; fixed, not fitted.
     w = fusion.PAPER_WEIGHTS
-    assert w.a > 0 and w.b > 0 and w.c > 0 and w.a + w.b + w.c == pytest.approx(5.0)
-    assert w.d in (0.25, 0.5, 0.75, 1.0)
+    a, b, c, d = w.values()
+    assert a > 0 and b > 0 and c > 0 and a + b + c == pytest.approx(5.0)
+    assert d in (0.25, 0.5, 0.75, 1.0)
     grid = fusion.oracle_grid(with_destroyer=True)
-    assert any(abs(g.a - w.a) < 1e-9 and abs(g.b - w.b) < 1e-9 and abs(g.c - w.c) < 1e-9 and g.d == w.d for g in grid)
+    assert any(all(abs(g[n] - w[n]) < 1e-9 for n in fusion.STREAMS) for g in grid)
 
 
 def test_online_fusion_is_causal():
@@ -109,7 +110,12 @@ def test_online_fusion_is_causal():
 
 def test_weights_parse_and_missing_stream():
     assert fusion.FusionWeights.parse("1,2,2") == fusion.FusionWeights(1, 2, 2, 0)
-    assert fusion.FusionWeights.parse("1,2,2,0.5").d == 0.5
+    w = fusion.FusionWeights.parse("1,2,2,0.5")
+    assert w["destroyer_sse"] == 0.5 and w == fusion.FusionWeights(sim_motion=1, sim_label=2, sse=2, destroyer_sse=0.5)
+    assert str(w) == "1,2,2,0.5" and fusion.FusionWeights.parse(str(w)) == w
+    # the checkpoints' form, as written before the weights were keyed by stream
+    assert w.as_dict() == {"a": 1.0, "b": 2.0, "c": 2.0, "d": 0.5} and fusion.FusionWeights.from_dict(w.as_dict()) == w
+    assert w.without("sim_label", "sse") == fusion.FusionWeights(sim_motion=1, destroyer_sse=0.5)
     with pytest.raises(ValueError, match="3 or 4 comma-separated"):
         fusion.FusionWeights.parse("1,x")
     with pytest.raises(ValueError, match="sim_label .* not computed"):
@@ -118,11 +124,12 @@ def test_weights_parse_and_missing_stream():
 
 def test_oracle_grid_and_search_find_the_informative_stream():
     grid = fusion.oracle_grid(with_destroyer=False)
-    assert all(w.a > 0 and w.b > 0 and w.c > 0 and abs(w.a + w.b + w.c - 5) < 1e-9 for w in grid)
+    assert all(all(w[n] > 0 for n in fusion.GENERATOR_STREAMS) and abs(sum(w[n] for n in fusion.GENERATOR_STREAMS) - 5) < 1e-9
+               for w in grid)
     assert len(fusion.oracle_grid(with_destroyer=True)) == 4 * len(grid)
     rng = np.random.default_rng(3)
     labels = [np.r_[np.zeros(30), np.ones(10)]]
     videos = [{"sim_motion": rng.normal(size=40), "sim_label": rng.normal(size=40), "sse": labels[0] + 0.05 * rng.normal(size=40)}]
     best, auc = fusion.search_weights(videos, labels, with_destroyer=False)
     assert auc == pytest.approx(metrics.micro_auc(fusion.fuse_offline(videos[0], best), labels[0]))
-    assert auc > 0.95 and best.c >= max(best.a, best.b)
+    assert auc > 0.95 and best["sse"] >= max(best["sim_motion"], best["sim_label"])

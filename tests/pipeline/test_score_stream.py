@@ -59,7 +59,7 @@ def whole_video(tiny_run, tmp_path_factory):
     calib = payload["calibration"]
     scorer = Scorer(net_g.eval(), build_extractor(meta["motion"], meta["labels"]), net_a.eval())
     streams = scorer.video_streams(decoded, calib["background"])
-    scores = fuse_online(streams, FusionWeights(**calib["weights"]), StreamStats(calib["stats"]["mean"], calib["stats"]["std"]),
+    scores = fuse_online(streams, FusionWeights.from_dict(calib["weights"]), StreamStats(calib["stats"]["mean"], calib["stats"]["std"]),
                          calib["sigma"])
     return {"path": path, "scores": scores, "frames": len(decoded)}
 

@@ -47,7 +47,7 @@ def test_generator_run_writes_its_files(tiny_run):
     assert set(card["streams"][2]["per_kind"]) == set(validation.PSEUDO_KINDS)
     assert card["checkpoint"]["step"] == 4 and "final.pt is the last step (4)" in card["checkpoint"]["why"]
     used = FusionWeights.parse(card["fusion"]["weights"])
-    assert used.a == used.b == 0 and FusionWeights(**payload["calibration"]["weights"]) == used  # DIS + foreground
+    assert used["sim_motion"] == used["sim_label"] == 0 and FusionWeights.from_dict(payload["calibration"]["weights"]) == used  # DIS + foreground
     assert payload["step"] == 4 and payload["stage"] == "generator"
     assert payload["model"]["labels"] == "foreground" and payload["model"]["label_channels"] == 4
     calib = payload["calibration"]

@@ -117,4 +117,4 @@ def test_select_on_test_takes_the_best_auc_of_the_reference_grid(tiny_run):
     tests = make_samples("synth", tiny_run["root"], "testing")
     streams = video_streams(scorer, tests, meta["size"], progress=False)
     best, auc = search_weights(streams, [t.labels[4:] for t in tests], with_destroyer=True)
-    assert got == pytest.approx(auc) and isinstance(best, FusionWeights) and best.d in (0.25, 0.5, 0.75, 1.0)
+    assert got == pytest.approx(auc) and isinstance(best, FusionWeights) and best["destroyer_sse"] in (0.25, 0.5, 0.75, 1.0)
