@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from mama import ops
-from mama.config import BASE_WIDTH, DEFAULT_PRESET, INHERITED_FROM_GENERATOR, TrainConfig
+from mama.config import BASE_WIDTH, DAMAGE_RANGE, DEFAULT_PRESET, INHERITED_FROM_GENERATOR, TrainConfig
 from mama.data.datasets import ClipDataset, VideoBalancedSampler, check_frame_files, make_samples
 from mama.data.resident import ResidentFrames, fits_on, resident_bytes
 from mama.errors import MamaError
@@ -45,7 +45,7 @@ from mama.evaluate.validation import PSEUDO_KINDS, PseudoAnomalyValidator, check
 from mama.features.clips import INPUT_FRAMES
 from mama.features.extractor import FeatureExtractor
 from mama.features.registry import build_extractor
-from mama.features.store import DatasetSource, FeatureStore, FrameSource, ShardDir
+from mama.features.store import DatasetSource, FeatureStore, FrameSource, feature_shards
 from mama.io import cache_folder, check_output_folder, output_folder
 from mama.models.build import models_from_run, run_meta
 from mama.models.checkpoint import read_file, save_checkpoint
@@ -62,7 +62,6 @@ CHECKPOINT_FORMAT = "mama-run-1"
 # What a resumed run must share with the run it continues (else the weights, the data order or
 # the recorded config would not fit).
 RESUME_MUST_MATCH = ("dataset", "preset", "motion", "labels", "size", "base", "batch_size", "seed", "patch", "holdout")
-DAMAGE_RANGE = (0.05, 0.5)  # the destroyer's damage: patch rate and dropout p, each drawn in here
 FEATURE_BUDGET = 4 << 30  # bytes of training features kept in memory (feature_store "memory")
 # ... and beside a store on disk, the most recently used (the rest is read back from disk), so
 # memory does not grow with the length of the footage.
@@ -265,9 +264,9 @@ class Trainer:
         # store reads itself, in canonical chunks (the same bits whatever the batch).
         c, ex = self.cfg, self.extractor
         if c.feature_store == "disk" and ex.weights_id is not None:
-            identity = {"format": 1, **ex.weights_id, "size": c.size, "chunk": ex.chunk, "background": "video-median"}
+            shards = feature_shards(cache_folder("features"), ex.weights_id, c.size, ex.chunk, background="video-median")
             budget = FEATURE_BUDGET if self.resident is not None else DISK_MEMORY_BUDGET
-            return FeatureStore(ex, source, self.rt.device, budget, ShardDir(cache_folder("features"), identity))
+            return FeatureStore(ex, source, self.rt.device, budget, shards)
         return FeatureStore(ex, source, self.rt.device, FEATURE_BUDGET if c.feature_store != "off" else 0)
 
     @property
