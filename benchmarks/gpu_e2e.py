@@ -162,7 +162,7 @@ def step_rows(a, ceil, rows) -> None:
                 continue
             t = make(cache=True)
             t.cfg.amp, t.cfg.compile = amp, compiled
-            t.wrap_ddp()  # compiles (CUDA graphs) when asked
+            t.wrap_networks()  # compiles (CUDA graphs) when asked
             try:
                 sec = timed(lambda: t.train_step(w.batch_items), dev, reps=reps, warmup=1 if dry else 5)
             except Exception as exc:  # noqa: BLE001  (as in eval_rows)

@@ -110,13 +110,13 @@ class Workload:
     def generator_trainer(self, cache: bool = True) -> GeneratorTrainer:
         t = GeneratorTrainer(self.config("generator", cache),
                              GeneratorParts(self.extractor, self.generator(), self.discriminator(), meta={}), self.train_source)
-        t.wrap_ddp()
+        t.wrap_networks()
         return t
 
     def destroyer_trainer(self, net_g: F2LMGenerator, cache: bool = True) -> DestroyerTrainer:
         t = DestroyerTrainer(self.config("destroyer", cache), DestroyerParts(self.extractor, net_g, self.destroyer(), meta={}),
                              self.train_source)
-        t.wrap_ddp()
+        t.wrap_networks()
         return t
 
     def scorer(self, net_g, net_a=None, optimize: bool | None = None) -> Scorer:

@@ -60,6 +60,8 @@ BASE_WIDTH = 64  # the paper's generator / destroyer width
 # 256 x 256 frame; the grid, not the patch side, is kept at other sizes (at 64 x 64, 8-pixel
 # patches: 32-pixel ones would cut the frame in 4 and teach the destroyer to paint quarters).
 PATCH_GRID = 8
+# ... and each batch's damage draws its patch rate and its dropout p, each in this range (the paper's).
+DAMAGE_RANGE = (0.05, 0.5)
 # Bounds of the frame side and the network width, for flags and for what a checkpoint records alike
 # (a frame of 100000 x 100000 would make OpenCV allocate 30 GB before anything fails).
 MAX_FRAME_SIZE = 2048

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from mama import checks, reference
+from mama.config import DAMAGE_RANGE, PATCH_GRID
 from mama.errors import MamaError
 
 # The schemas as csrc/ops.cpp defines them; used only to register the fallback when the
@@ -424,7 +425,7 @@ def random_rate(low: float, high: float, generator: torch.Generator | None = Non
     return round(low + (high - low) * torch.rand((), generator=generator).item(), 2)
 
 
-def random_patch_mask(grid: tuple[int, int] = (8, 8), rate_range: tuple[float, float] = (0.05, 0.5),
+def random_patch_mask(grid: tuple[int, int] = (PATCH_GRID, PATCH_GRID), rate_range: tuple[float, float] = DAMAGE_RANGE,
                       generator: torch.Generator | None = None) -> Tensor:
     """A (rows, cols) bool grid, each patch selected independently with probability `rate`.
 

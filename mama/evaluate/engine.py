@@ -34,7 +34,7 @@ from mama.config import SCORE_BATCH
 from mama.features.clips import INPUT_FRAMES, ClipInputs
 from mama.features.extractor import FeatureExtractor
 from mama.evaluate.fusion import STREAMS
-from mama.features.store import FeatureStore, ShardDir
+from mama.features.store import FeatureStore, ShardDir, feature_shards
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import TRIPLET_MARGIN, bottleneck_sims, frame_sse
 from mama.runtime import compile_model
@@ -97,8 +97,8 @@ class Scorer:
         if self.feature_dir is None or ids is None:
             return None
         # Scoring runs the providers' inference copies, so its entries are kept apart from training's.
-        return ShardDir(self.feature_dir, {"format": 1, "use": "scoring", **ids, "size": size, "chunk": self.batch_size,
-                                           "device": self.device.type, "inference_copies": bool(self.optimize)})
+        return feature_shards(self.feature_dir, ids, size, self.batch_size, use="scoring", device=self.device.type,
+                              inference_copies=bool(self.optimize))
 
     @torch.inference_mode()
     def video_streams(self, frames: np.ndarray | torch.Tensor, background=None) -> dict[str, np.ndarray]:

@@ -181,6 +181,13 @@ class ShardDir:
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.rglob("*.safetensors"))
 
+
+def feature_shards(root: str | Path, weights_id: dict, size: int, chunk: int, **use) -> ShardDir:
+    """The disk store of the features made by the providers `weights_id` names, from frames of
+    side `size`, in chunks of `chunk` frames; `use` keeps the entries of one use apart from
+    another's (training's background; scoring's device and inference copies)."""
+    return ShardDir(root, {"format": 1, **weights_id, "size": size, "chunk": chunk, **use})
+
 def _coordinates(videos, targets, count: int) -> tuple[list[int], list[int]]:
     videos = [int(v) for v in torch.as_tensor(videos).reshape(-1)]
     targets = [int(t) for t in torch.as_tensor(targets).reshape(-1)]

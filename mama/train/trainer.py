@@ -13,64 +13,46 @@ streams on normal videos for `mama score`. With `batchnorm="eval-after-validatio
 paper preset) the trained network runs its BatchNorm in eval mode from the first
 validation on, as the reference code's does (mama.config).
 
-A stage is built from its parts (`GeneratorParts`, `DestroyerParts`: the feature extractor,
-the networks and what built them), made from the config unless they are handed in.
+A stage is built from its parts (mama.train.parts), made from the config unless they are
+handed in. Its homes: the run's data (run_data), its state on disk and the resume checks
+(run_state), the figures read back and shown (progress), the end-of-run card and calibration
+(finish); here, the loop and what each stage does in a step.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
 
 from mama import ops
-from mama.config import BASE_WIDTH, DEFAULT_PRESET, INHERITED_FROM_GENERATOR, TrainConfig
-from mama.data.datasets import ClipDataset, VideoBalancedSampler, check_frame_files, make_samples
-from mama.data.resident import ResidentFrames, fits_on, resident_bytes
+from mama.config import DAMAGE_RANGE, TrainConfig
 from mama.errors import MamaError
-from mama.evaluate.calibrate import calibrate
-from mama.evaluate.card import card_lines, model_card
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import FusionWeights, clean_weights
-from mama.evaluate.validation import PSEUDO_KINDS, PseudoAnomalyValidator, check_pseudo_anomalies, test_set_auc
-from mama.features.clips import INPUT_FRAMES
+from mama.evaluate.validation import PSEUDO_KINDS, PseudoAnomalyValidator, test_set_auc
 from mama.features.extractor import FeatureExtractor
-from mama.features.registry import build_extractor
-from mama.features.store import DatasetSource, FeatureStore, FrameSource, ShardDir
+from mama.features.store import FrameSource
 from mama.io import cache_folder, check_output_folder, output_folder
-from mama.models.build import models_from_run, run_meta
 from mama.models.checkpoint import read_file, save_checkpoint
-from mama.models.destroyer import Destroyer
-from mama.models.discriminator import PatchDiscriminator
-from mama.models.generator import F2LMGenerator
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import bottleneck_sims
 from mama.runtime import Runtime, StopRequest, compile_model, setup_runtime, share_cpu, teardown_runtime
 from mama.train import losses
+from mama.train.finish import run_calibration, run_card
+from mama.train.parts import DestroyerParts, GeneratorParts, generator_checkpoint, inherit_generator
+from mama.train.progress import READBACK_EVERY, as_floats, bar_info, progress_bar
+from mama.train.run_data import RunData, feature_store, run_data
+from mama.train.run_state import CHECKPOINT_FORMAT, resume_path, resume_payload
 from mama.train.session import RunLog, rng_state, seed_everything, set_rng_state
 
-CHECKPOINT_FORMAT = "mama-run-1"
-# What a resumed run must share with the run it continues (else the weights, the data order or
-# the recorded config would not fit).
-RESUME_MUST_MATCH = ("dataset", "preset", "motion", "labels", "size", "base", "batch_size", "seed", "patch", "holdout")
-DAMAGE_RANGE = (0.05, 0.5)  # the destroyer's damage: patch rate and dropout p, each drawn in here
-FEATURE_BUDGET = 4 << 30  # bytes of training features kept in memory (feature_store "memory")
-# ... and beside a store on disk, the most recently used (the rest is read back from disk), so
-# memory does not grow with the length of the footage.
-DISK_MEMORY_BUDGET = 128 << 20
-# A step's losses stay on the device (reading one back waits for the step to finish); they are
-# read back together every READBACK_EVERY steps (the steps logged, with the first and the last)
-# and before a validation, a save or a stop.
-READBACK_EVERY = 10
+__all__ = ["DestroyerParts", "DestroyerTrainer", "GeneratorParts", "GeneratorTrainer", "READBACK_EVERY", "Trainer",
+           "adamw", "as_floats", "train"]
 
 
 def adamw(net: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
@@ -78,93 +60,6 @@ def adamw(net: nn.Module, lr: float, weight_decay: float, fused: bool = False) -
     if fused:
         return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
-
-
-def as_floats(scalars: dict) -> dict:
-    """A step's figures (device tensors and floats) as floats, read back in one transfer."""
-    tensors = [v.detach().float().reshape(()) for v in scalars.values() if torch.is_tensor(v)]
-    values = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
-    return {k: next(values) if torch.is_tensor(v) else float(v) for k, v in scalars.items()}
-
-
-def discriminator_widths(base: int) -> tuple[int, ...]:
-    """The discriminator's widths scale with the generator's (paper: base 64 -> 128-256-512-512)."""
-    return tuple(w * base // BASE_WIDTH for w in (128, 256, 512, 512))
-
-
-@dataclass
-class GeneratorParts:
-    """What the generator stage trains and reads with, and the record of what built it."""
-
-    extractor: FeatureExtractor
-    net_g: F2LMGenerator
-    net_d: PatchDiscriminator
-    meta: dict  # stored in checkpoints under 'model'
-
-    @classmethod
-    def from_config(cls, c: TrainConfig, device) -> "GeneratorParts":
-        extractor = build_extractor(c.motion, c.labels, device, c.motion_weights, c.label_weights)
-        label_channels = INPUT_FRAMES * (extractor.labels.channels if extractor.labels is not None else 0)
-        net_g = F2LMGenerator(label_channels=label_channels, base=c.base)
-        net_d = PatchDiscriminator(widths=discriminator_widths(c.base))
-        meta = {"base": c.base, "label_channels": label_channels, "motion": c.motion,
-                "labels": c.labels, "size": c.size, "dataset": c.dataset}
-        return cls(extractor, net_g, net_d, meta)
-
-
-@dataclass
-class DestroyerParts:
-    """The frozen generator and its providers, the destroyer to train, what built them."""
-
-    extractor: FeatureExtractor
-    net_g: F2LMGenerator
-    net_a: Destroyer
-    meta: dict
-
-    @classmethod
-    def from_config(cls, c: TrainConfig, device, generator: dict) -> "DestroyerParts":
-        """`generator`: the generator checkpoint's payload; `c` has inherited its settings."""
-        net_g, _, meta = models_from_run(generator, c.generator, need_destroyer=False)
-        extractor = build_extractor(meta["motion"], meta["labels"], device, c.motion_weights, c.label_weights)
-        return cls(extractor, net_g, Destroyer(base=c.base), {**meta, "destroyer_base": c.base})
-
-
-def generator_checkpoint(c: TrainConfig) -> dict:
-    if not c.generator:
-        raise MamaError("the destroyer stage needs --generator CKPT (a trained generator's final.pt or best.pt)")
-    payload = read_file(c.generator, "run")
-    if payload.get("stage") == "destroyer" or "net_a" in payload:
-        print(f"note: --generator {c.generator} is a destroyer-stage checkpoint; a new destroyer is trained on "
-              "the generator it holds (its own destroyer is not used)")
-    return payload
-
-
-def inherit_generator(c: TrainConfig, generator: dict) -> TrainConfig:
-    """The destroyer stage's config with the generator run's preset, providers, frame size and
-    width where none is given; a given one that differs is an error (the generator's inputs
-    must mean what they meant when it was trained)."""
-    meta = run_meta(generator, c.generator)
-    theirs = {"preset": (generator.get("config") or {}).get("preset", DEFAULT_PRESET), "motion": meta["motion"],
-              "labels": meta["labels"], "size": meta["size"], "base": meta["base"]}
-    for name in INHERITED_FROM_GENERATOR:
-        ours = getattr(c, name)
-        if ours is not None and ours != theirs[name]:
-            flag = "--" + name.replace("_", "-")
-            raise MamaError(f"{flag} {ours} conflicts with the generator {c.generator}, trained with {flag} {theirs[name]}; "
-                            f"drop {flag} (the destroyer stage takes the generator's)")
-    return dataclasses.replace(c, **theirs)
-
-
-class RankShard(torch.utils.data.Sampler):
-    """The shared endless clip order, split across DDP ranks (rank r takes every world-th)."""
-
-    def __init__(self, sampler: VideoBalancedSampler, rank: int, world: int):
-        self.sampler, self.rank, self.world = sampler, rank, world
-
-    def __iter__(self):
-        for i, idx in enumerate(self.sampler):
-            if i % self.world == self.rank:
-                yield idx
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -175,7 +70,8 @@ def _unwrap(m: nn.Module) -> nn.Module:
 class Trainer:
     """Shared machinery of both stages; subclasses define their parts, one step and scoring."""
 
-    stage = ""
+    stage = ""  # the name a checkpoint, the config file and the progress bar give the stage
+    scores_with_destroyer = False  # whether validation scores the destroyer's stream too
 
     def __init__(self, cfg: TrainConfig, parts, source: FrameSource | None = None):
         self.cfg = cfg.resolved()
@@ -191,9 +87,9 @@ class Trainer:
         self.parts = parts if parts is not None else self.build_parts()
         self.extractor = self.parts.extractor
         self.model_meta = self.parts.meta
-        self.resident: ResidentFrames | None = None  # the training frames on the device (run() decides)
-        self.loader: DataLoader | None = None  # ... or the loader that reads them (made by run())
-        self.store = None if source is None else self._store(source)  # else: the dataset's, made by run()
+        self.data: RunData | None = None  # the dataset's videos, clips, store and order (made by run())
+        # The features of `source` (benchmarks hand one in), else the dataset's, made by run().
+        self.store = None if source is None else feature_store(self.cfg, self.extractor, source, self.rt.device, False)
         self.run_dir = Path(self.cfg.out)
         self.step = 0
         self.best: float | None = None
@@ -201,74 +97,21 @@ class Trainer:
         self.log: RunLog | None = None  # opened by run(), once every input has been checked
 
     # ------------------------------------------------------------------ data
-    def _data(self):
-        c = self.cfg
-        videos = make_samples(c.dataset, Path(c.data_root), "training")
-        check_frame_files(videos)  # a bad frame is found now, not by a batch hours in
-        # `holdout` videos (the fast preset's last one) are kept out of training for validation and
-        # calibration, when there are enough to spare; the paper preset trains on all of them.
-        held = c.holdout if len(videos) > c.holdout + 1 else 0
-        self.train_videos = videos[: len(videos) - held]
-        self.val_videos = videos[len(videos) - held :] or self.train_videos
-        if not c.select_on_test:
-            check_pseudo_anomalies(self.val_videos, PSEUDO_KINDS)
-        self.dataset = ClipDataset(self.train_videos, size=(c.size, c.size))
-        if c.batch_size * self.rt.world_size > len(self.dataset):
-            per = " per process" if self.rt.distributed else ""
-            raise MamaError(f"--batch-size {c.batch_size}{per} is more than the {len(self.dataset)} training clips of "
-                            f"{c.data_root} ({len(self.train_videos)} videos); use --batch-size "
-                            f"{max(1, len(self.dataset) // self.rt.world_size)} or less (the paper's is 4)")
-        want = c.resident if c.resident is not None else fits_on(self.rt.device, resident_bytes(self.dataset))
-        self.resident = ResidentFrames(self.dataset, self.rt.device) if want else None
-        self.store = self._store(DatasetSource(self.dataset, self.rt.device, with_background=self.extractor.needs_background,
-                                               name=f"{c.dataset}/training"))
-        if self.store.shards is not None:
-            # Each chunk once, by one rank, in batches of a chunk; every rank reads them all.
-            self.store.precompute(range(len(self.train_videos)), self.rt.rank, self.rt.world_size)
-            if self.rt.distributed:
-                torch.distributed.barrier()
-        if self.resident is not None:
-            # With the frames, the features too, up front and on the device, as far as the budget goes.
-            self.store.fill(range(len(self.train_videos)))
-        # Under DDP every global batch holds distinct videos; each rank takes its share of it.
-        self.sampler = VideoBalancedSampler(self.dataset, c.batch_size * self.rt.world_size, seed=c.seed)
-        sampler = RankShard(self.sampler, self.rt.rank, self.rt.world_size) if self.rt.distributed else self.sampler
-        self.rank_sampler = sampler
-        self.loader = None if self.resident is not None else DataLoader(
-            self.dataset,
-            batch_size=c.batch_size,
-            sampler=sampler,
-            num_workers=c.num_workers,
-            pin_memory=self.rt.device.type == "cuda",
-            persistent_workers=c.num_workers > 0,
-            prefetch_factor=4 if c.num_workers > 0 else None,
-            drop_last=True,
-        )
+    def _data(self) -> None:
+        self.data = run_data(self.cfg, self.rt, self.extractor)
+        self.store = self.data.store
+
+    @property
+    def train_videos(self) -> list:
+        return self.data.train_videos
+
+    @property
+    def val_videos(self) -> list:
+        return self.data.val_videos
 
     def batches(self):
-        """The endless batches of this rank: made on the device from the resident frames, or by the loader."""
-        if self.resident is not None:
-            return self.resident.batches(self.rank_sampler, self.cfg.batch_size)
-        return iter(self.loader)
-
-    def _release_loader(self) -> None:
-        """Stop the loader's worker processes now, not when the trainer is collected: forked
-        while the run folder was locked, they hold its lock's descriptor."""
-        workers = getattr(self.loader, "_iterator", None)
-        if workers is not None and hasattr(workers, "_shutdown_workers"):
-            workers._shutdown_workers()
-        self.loader = None
-
-    def _store(self, source: FrameSource) -> FeatureStore:
-        # No augmentation: a frame's labels, a pair's flow (and, for the destroyer, a clip's
-        # frozen prediction) never change, so each is computed once (docs/design.md), from frames the
-        # store reads itself, in canonical chunks (the same bits whatever the batch).
-        c, ex = self.cfg, self.extractor
-        if c.feature_store == "disk" and ex.weights_id is not None:
-            identity = {"format": 1, **ex.weights_id, "size": c.size, "chunk": ex.chunk, "background": "video-median"}
-            budget = FEATURE_BUDGET if self.resident is not None else DISK_MEMORY_BUDGET
-            return FeatureStore(ex, source, self.rt.device, budget, ShardDir(cache_folder("features"), identity))
-        return FeatureStore(ex, source, self.rt.device, FEATURE_BUDGET if c.feature_store != "off" else 0)
+        """The endless batches of this rank."""
+        return self.data.batches(self.cfg.batch_size)
 
     @property
     def scoring_feature_dir(self) -> Path | None:
@@ -303,58 +146,28 @@ class Trainer:
     def save(self, name: str, extra: dict | None = None) -> Path | None:
         if not self.rt.is_main:
             return None
-        payload = self._payload()
-        if extra:
-            payload.update(extra)
-        return save_checkpoint(self.run_dir / f"{name}.pt", payload)
+        return save_checkpoint(self.run_dir / f"{name}.pt", {**self._payload(), **(extra or {})})
 
-    def _resume_payload(self) -> dict:
-        """The checkpoint to resume from, checked: this stage's, the same settings, more steps to go."""
-        c = self.cfg
-        path = self._resume_path
-        if c.resume == "latest" and not path.is_file():
-            raise MamaError(f"--resume latest: {path} does not exist (no run to continue in {self.run_dir}); "
-                            "drop --resume to start one, or give the --out of the run to continue")
-        payload = read_file(path, "run")
-        if payload.get("format") != CHECKPOINT_FORMAT or payload.get("stage") != self.stage:
-            raise MamaError(
-                f"cannot resume the {self.stage} stage from {path}: it is a "
-                f"{payload.get('stage', 'reference-code')} checkpoint; give a {self.stage} run's latest.pt"
-            )
-        saved = payload.get("config") or {}
-        for name in RESUME_MUST_MATCH:
-            if name in saved and saved[name] != getattr(c, name):
-                flag = "--" + name.replace("_", "-")
-                raise MamaError(f"{flag} {getattr(c, name)} differs from the run being resumed ({path} was trained with "
-                                f"{flag} {saved[name]}); resume with the same {flag}, or train into another --out")
-        if payload.get("world_size", 1) != self.rt.world_size:
-            raise MamaError(f"{path} was trained by {payload.get('world_size', 1)} processes, this run has "
-                            f"{self.rt.world_size}; resume with the same torchrun --nproc_per_node")
-        step = payload.get("step")
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not isinstance(payload.get("rng"), dict):
-            raise MamaError(f"{path}: its step ({step!r}) or random state is missing or damaged; resume from another "
-                            "checkpoint of the run (best.pt), or drop --resume")
-        if c.iters <= step:
-            raise MamaError(f"--iters {c.iters} is not above the step {step} of {path}; give --iters above {step} "
-                            "to train on")
-        return payload
-
-    @property
-    def _resume_path(self) -> Path:
-        return Path(self.cfg.resume) if self.cfg.resume != "latest" else self.run_dir / "latest.pt"
+    def _save_latest(self, payload: dict | None = None) -> None:
+        """latest.pt (and with keep_checkpoints its copy step_N.pt): this step's state, or `payload`."""
+        if self.rt.is_main:
+            save_checkpoint(self.run_dir / "latest.pt", payload if payload is not None else self._payload())
+            if self.cfg.keep_checkpoints:
+                shutil.copyfile(self.run_dir / "latest.pt", self.run_dir / f"step_{self.step:06d}.pt")
+        self._last_saved = self.step
 
     def _resume(self, payload: dict) -> None:
         try:
             self.load_state(payload)
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:  # an entry missing or of another shape
             detail = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:160]
-            raise MamaError(f"{self._resume_path}: cannot restore the {self.stage} run from it ({detail}); resume from "
-                            "another checkpoint of the run (best.pt), or drop --resume") from None
+            raise MamaError(f"{resume_path(self.cfg, self.run_dir)}: cannot restore the {self.stage} run from it "
+                            f"({detail}); resume from another checkpoint of the run (best.pt), or drop --resume") from None
         self.step = self._last_saved = int(payload["step"])
         self.best = payload.get("best")
         set_rng_state(payload["rng"])
         # The clip order is a pure function of (seed, clips consumed): skip what was used.
-        self.sampler.resume_at(self.step * self.cfg.batch_size * self.rt.world_size)
+        self.data.sampler.resume_at(self.step * self.cfg.batch_size * self.rt.world_size)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> Path:
@@ -364,7 +177,7 @@ class Trainer:
         check_output_folder(self.run_dir)
         self._data()
         if c.resume:  # restored before the run folder is touched: a damaged checkpoint changes nothing there
-            self._resume(self._resume_payload())
+            self._resume(resume_payload(c, self.run_dir, self.stage, self.rt.world_size))
         fresh = not self.run_dir.exists()
         with output_folder(self.run_dir, enabled=self.rt.is_main):
             try:
@@ -378,24 +191,35 @@ class Trainer:
                     shutil.rmtree(self.run_dir, ignore_errors=True)
                 raise
             finally:
-                self._release_loader()
+                if self.data is not None:
+                    self.data.release()
 
     def _run(self) -> Path:
-        c = self.cfg
+        """The run in its folder: the steps, then the last checkpoints (a stopped run: latest.pt to resume from)."""
         self.log = RunLog(self.run_dir, enabled=self.rt.is_main)
         if self.rt.is_main:
-            c.save(self.run_dir / f"config_{self.stage}.json")
-            if c.select_on_test:
+            self.cfg.save(self.run_dir / f"config_{self.stage}.json")
+            if self.cfg.select_on_test:
                 print("NOTE: --select-on-test: validation and the 'best' checkpoint use TEST labels.")
-        self.wrap_ddp()
+        self.wrap_networks()
+        stopped = self._steps()
+        if stopped:
+            self._save_latest()
+            if self.rt.is_main:
+                print(f"{stopped}: saved {self.run_dir / 'latest.pt'} at step {self.step}; resume with --resume latest")
+        else:
+            self.finish()
+        self.log.close()
+        teardown_runtime(self.rt)
+        return self.run_dir
+
+    def _steps(self) -> str | None:
+        """Train up to cfg.iters, validating and saving on the way; the stop's name if one came."""
+        c = self.cfg
         it = self.batches()
-        stopped = None
         pending: list[tuple[int, dict]] = []  # steps whose figures are still on the device
         t0, steps0 = time.time(), self.step
-        columns = (TextColumn(f"[bold]{self.stage}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]:.2f} it/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[info]}"))
-        with StopRequest() as stop, Progress(*columns, disable=not self.rt.is_main, transient=False) as bar:
+        with StopRequest() as stop, progress_bar(self.stage, self.rt.is_main) as bar:
             task = bar.add_task(self.stage, total=c.iters, completed=self.step, rate=0.0, info="")
             while self.step < c.iters:
                 pending.append((self.step + 1, self.train_step(next(it))))
@@ -407,8 +231,7 @@ class Trainer:
                 if logged or validate or save or stop.requested:
                     scalars = self._read_back(pending)
                     pending = []
-                    bar.update(task, completed=self.step, rate=rate,
-                               info=" ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in list(scalars.items())[:3]))
+                    bar.update(task, completed=self.step, rate=rate, info=bar_info(scalars))
                     if logged:
                         self.log.scalars(self.step, {**scalars, "speed/it_per_s": rate})
                 else:
@@ -418,17 +241,8 @@ class Trainer:
                 if save:
                     self._save_latest()
                 if stop.requested:
-                    stopped = stop.requested
-                    break
-        self._save_latest()
-        if stopped:
-            if self.rt.is_main:
-                print(f"{stopped}: saved {self.run_dir / 'latest.pt'} at step {self.step}; resume with --resume latest")
-        else:
-            self.finish()
-        self.log.close()
-        teardown_runtime(self.rt)
-        return self.run_dir
+                    return stop.requested
+        return None
 
     def _read_back(self, pending: list[tuple[int, dict]]) -> dict[str, float]:
         """The figures of the steps in `pending` in one transfer; the last step's, as floats. A
@@ -444,12 +258,6 @@ class Trainer:
                 raise MamaError(f"{', '.join(bad)} became {values[bad[0]]} at step {step}; the run stopped and {kept}; "
                                 "lower the learning rate or check the input data")
         return steps[-1][1]
-
-    def _save_latest(self) -> None:
-        self.save("latest")
-        if self.cfg.keep_checkpoints and self.rt.is_main:
-            shutil.copyfile(self.run_dir / "latest.pt", self.run_dir / f"step_{self.step:06d}.pt")
-        self._last_saved = self.step
 
     def _validate(self) -> None:
         if not self.rt.is_main:
@@ -485,7 +293,7 @@ class Trainer:
         c = self.cfg
         scorer = self.scorer()
         if c.select_on_test:
-            auc = test_set_auc(scorer, c.dataset, c.data_root, c.size, with_destroyer=self.stage == "destroyer")
+            auc = test_set_auc(scorer, c.dataset, c.data_root, c.size, with_destroyer=self.scores_with_destroyer)
             return "test_auc_SELECTED_ON_TEST", {"test_auc_SELECTED_ON_TEST": auc}
         values = {f"pseudo_{k}": v for k, v in self.validator.score(scorer, self.clean_weights).items()}
         return "pseudo_auc", values
@@ -495,44 +303,39 @@ class Trainer:
         return clean_weights(self.cfg.motion, self.cfg.labels)
 
     def finish(self) -> None:
-        """Check each stream's health (the model card), calibrate the card's fusion on normal
-        videos, write the final checkpoint."""
+        """The last step's checkpoints: the model card (each stream's health) and the card's
+        fusion calibrated on normal videos, written with latest.pt and final.pt; best.pt, saved
+        at an earlier step whose state is no longer in memory, gets the calibration added (so
+        any of the three can be used with `mama score`)."""
+        latest = self._payload()  # this step's state, as a stopped run would have saved it
         if not self.rt.is_main:
+            self._save_latest(latest)
             return
-        scorer = self.scorer()
-        why = f"final.pt is the last step ({self.step})"
-        if self.best is not None:
-            figure = "test AUC (--select-on-test)" if self.cfg.select_on_test else "pseudo-anomaly AUC"
-            why += f"; best.pt is the best {figure} of the validations ({self.best:.3f})"
-        with torch.no_grad():
-            card = model_card(self.validator, scorer, self.clean_weights, "fixed in advance for the clean protocol",
-                              {"step": self.step, "why": why})
-        self.set_train_mode()
-        for line in card_lines(card):
-            print(line)
-        self.log.scalars(self.step, {f"card/auc_{s['name']}": s["auc"] for s in card["streams"]})
-        self.log.text(self.step, "card/flags", card["flags"])
-        # Held-out videos first (unseen normal video sets an honest threshold), then training ones.
-        videos = list(dict.fromkeys(self.val_videos + self.train_videos))[: max(self.cfg.calibrate_videos, 1)]
-        calib = calibrate(scorer, videos, size=self.cfg.size, weights=FusionWeights.parse(card["fusion"]["weights"]),
-                          max_frames=self.cfg.calibrate_frames)
+        try:
+            scorer = self.scorer()
+            card = run_card(self.cfg, self.validator, scorer, self.clean_weights, self.step, self.best, self.log)
+            self.set_train_mode()
+            calib = run_calibration(self.cfg, scorer, card, self.val_videos, self.train_videos)
+        except BaseException:
+            self._save_latest(latest)  # the steps since the last save are kept, calibrated or not
+            raise
+        self._save_latest({**latest, "calibration": calib})
         self.save("final", {"calibration": calib, "card": card})
-        # best/latest get the calibration too, so any of them can be used with `mama score`.
-        for name in ("best", "latest"):
-            p = self.run_dir / f"{name}.pt"
-            if p.exists():
-                payload = read_file(p, "run")
-                payload["calibration"] = calib
-                save_checkpoint(p, payload)
+        best = self.run_dir / "best.pt"
+        if best.exists():
+            save_checkpoint(best, {**read_file(best, "run"), "calibration": calib})
 
     # ------------------------------------------------------------------ per stage
     def build_parts(self):
         raise NotImplementedError
 
-    def wrap_ddp(self) -> None:
+    def wrap_networks(self) -> None:
+        """The networks as a step runs them (compiled where asked, under DDP when distributed):
+        self.g and self.d (generator stage) or self.a (destroyer stage)."""
         raise NotImplementedError
 
-    def train_step(self, batch) -> dict[str, float]:
+    def train_step(self, batch) -> dict[str, torch.Tensor | float]:
+        """One step; its figures stay on the device (0-dim tensors; the learning rates as floats)."""
         raise NotImplementedError
 
     def trained_networks(self) -> list[nn.Module]:
@@ -591,7 +394,7 @@ class GeneratorTrainer(Trainer):
     def build_parts(self) -> GeneratorParts:
         return GeneratorParts.from_config(self.cfg, self.rt.device)
 
-    def wrap_ddp(self) -> None:
+    def wrap_networks(self) -> None:
         self.g = self._ddp(self._maybe_compile(self.net_g))
         self.d = self._ddp(self._maybe_compile(self.net_d))
 
@@ -605,7 +408,7 @@ class GeneratorTrainer(Trainer):
         self.opt_g.load_state_dict(p["opt_g"])
         self.opt_d.load_state_dict(p["opt_d"])
 
-    def train_step(self, batch) -> dict:
+    def train_step(self, batch) -> dict[str, torch.Tensor | float]:
         """One step; its figures stay on the device (0-dim tensors; the learning rates as floats)."""
         c = self.cfg
         x, flows, labels, target = self._batch_inputs(batch)
@@ -652,6 +455,7 @@ class GeneratorTrainer(Trainer):
 
 class DestroyerTrainer(Trainer):
     stage = "destroyer"
+    scores_with_destroyer = True
 
     def __init__(self, cfg: TrainConfig, parts: DestroyerParts | None = None, source: FrameSource | None = None):
         self._generator = None
@@ -671,7 +475,7 @@ class DestroyerTrainer(Trainer):
     def build_parts(self) -> DestroyerParts:
         return DestroyerParts.from_config(self.cfg, self.rt.device, self._generator)
 
-    def wrap_ddp(self) -> None:
+    def wrap_networks(self) -> None:
         # The frozen generator runs once per clip (the store keeps its predictions): compiling it
         # would not pay, and CUDA graphs would hand the store outputs the next replay overwrites.
         self.g = self.net_g
@@ -703,7 +507,7 @@ class DestroyerTrainer(Trainer):
         clip = batch["clip"].to(self.rt.device, non_blocking=True)
         return self.store.predictions(clip, batch["video"], batch["target"], lambda inputs: self.g(*inputs[:3]).pred.float())
 
-    def train_step(self, batch) -> dict:
+    def train_step(self, batch) -> dict[str, torch.Tensor | float]:
         """One step; its loss stays on the device (a 0-dim tensor; the learning rate as a float)."""
         c = self.cfg
         pred, target = self._predictions(batch)

@@ -140,7 +140,7 @@ def test_a_step_reads_nothing_back(videos, tmp_path, monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, spy)
     trainer = trainer_mod.GeneratorTrainer(_cfg(videos, tmp_path / "g", iters=2, resident=True))
     trainer._data()
-    trainer.wrap_ddp()
+    trainer.wrap_networks()
     reads.clear()
     scalars = trainer.train_step(next(trainer.batches()))
     assert reads == []
