@@ -8,14 +8,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mama.config import TrainConfig
+from mama.config import TrainConfig, feature_dir
 from mama.data.datasets import ClipDataset, VideoBalancedSampler, check_frame_files, make_samples
 from mama.data.resident import ResidentFrames, fits_on, resident_bytes
 from mama.errors import MamaError
 from mama.evaluate.validation import PSEUDO_KINDS, check_pseudo_anomalies
 from mama.features.extractor import FeatureExtractor
 from mama.features.store import DatasetSource, FeatureStore, FrameSource, feature_shards
-from mama.io import cache_folder
 from mama.runtime import Runtime
 
 FEATURE_BUDGET = 4 << 30  # bytes of training features kept in memory (feature_store "memory")
@@ -29,8 +28,8 @@ def feature_store(c: TrainConfig, ex: FeatureExtractor, source: FrameSource, dev
     for the destroyer, a clip's frozen prediction) never change, so each is computed once
     (docs/design.md), from frames the store reads itself, in canonical chunks (the same bits
     whatever the batch)."""
-    if c.feature_store == "disk" and ex.weights_id is not None:
-        shards = feature_shards(cache_folder("features"), ex.weights_id, c.size, ex.chunk, background="video-median")
+    if (folder := feature_dir(c.feature_store)) is not None and ex.weights_id is not None:
+        shards = feature_shards(folder, ex.weights_id, c.size, ex.chunk, background="video-median")
         return FeatureStore(ex, source, device, FEATURE_BUDGET if resident else DISK_MEMORY_BUDGET, shards)
     return FeatureStore(ex, source, device, FEATURE_BUDGET if c.feature_store != "off" else 0)
 

@@ -31,14 +31,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from mama import ops
-from mama.config import DAMAGE_RANGE, TrainConfig
+from mama.config import DAMAGE_RANGE, TrainConfig, feature_dir
 from mama.errors import MamaError
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import FusionWeights, clean_weights
 from mama.evaluate.validation import PSEUDO_KINDS, PseudoAnomalyValidator, test_set_auc
 from mama.features.extractor import FeatureExtractor
 from mama.features.store import FrameSource
-from mama.io import cache_folder, check_output_folder, output_folder
+from mama.io import check_output_folder, output_folder
 from mama.models.checkpoint import read_file, save_checkpoint
 from mama.models.inference import copies_pay, prepare_for_inference
 from mama.models.scores import bottleneck_sims
@@ -117,7 +117,7 @@ class Trainer:
     def scoring_feature_dir(self) -> Path | None:
         """Where calibration keeps the training videos' scoring features (the destroyer stage and
         `mama eval` read them back), with the disk store."""
-        return cache_folder("features") if self.cfg.feature_store == "disk" else None
+        return feature_dir(self.cfg.feature_store)
 
     def _batch_inputs(self, batch):
         clip = batch["clip"].to(self.rt.device, non_blocking=True)
