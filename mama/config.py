@@ -150,6 +150,12 @@ class TrainConfig:
         c.patch = self.patch or c.size // PATCH_GRID
         if c.size % c.patch:
             raise MamaError(f"patch {c.patch} does not divide --size {c.size}; use a divisor of the frame size")
+        c._check_resolved()
+        return c
+
+    def _check_resolved(self) -> None:
+        """The filled-in settings' remaining checks, in the order a user meets them."""
+        c = self
         for flag, value in (("--iters", c.iters), ("--batch-size", c.batch_size), ("--base", c.base),
                             ("--save-interval", c.save_interval), ("--val-interval", c.val_interval),
                             ("--calibrate-videos", c.calibrate_videos), ("--calibrate-frames", c.calibrate_frames),
@@ -177,7 +183,6 @@ class TrainConfig:
             raise MamaError(f"holdout {c.holdout} must be 0 or more videos")
         if c.feature_store not in FEATURE_STORES:
             raise MamaError(f"unknown --feature-store {c.feature_store!r}; use one of {', '.join(FEATURE_STORES)}")
-        return c
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

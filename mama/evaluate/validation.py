@@ -140,6 +140,32 @@ def check_pseudo_anomalies(videos: list[VideoRecord], kinds: tuple[str, ...]) ->
                     f"fewer than {need} frames; use longer training videos")
 
 
+def _pseudo_clip(kind: str, video: VideoRecord, normal: np.ndarray, thing: Cutout, square: Cutout, clips: int,
+                 size: int, rng: np.random.Generator) -> np.ndarray | None:
+    """The frames of one `kind` of pseudo-anomalous clip made from `video` (its `normal` frames,
+    an object `thing` and a `square` cut from another video); None when the video is too short
+    for a sped-up clip. Draws from `rng` in a fixed order, so a seed fixes the set."""
+    if kind in SPEEDUPS:
+        total = video.num_frames
+        fits = [c for c in range(min(clips, total), 0, -1) if _speedup(c, SPEEDUPS[kind])[-1] < total]
+        if not fits:
+            return None
+        offsets = _speedup(fits[0], SPEEDUPS[kind])
+        start = int(rng.integers(0, total - offsets[-1]))
+        return read_video_frames(video, start + offsets, (size, size))
+    if kind == "reverse":
+        return normal[::-1]
+    if kind == "object":
+        return _paste_moving(normal, thing, OBJECT_SPEED, rng)
+    if kind == "appearance":
+        return _paste_moving(normal, Cutout(np.ascontiguousarray(-thing.pixels[::-1]), thing.mask), WALKING_SPEED, rng)
+    if kind == "stop":
+        return _paste_moving(normal, thing, 0.0, rng)
+    if kind == "patch":
+        return _paste_moving(normal, square, PATCH_SPEED, rng)
+    raise ValueError(f"unknown pseudo-anomaly kind {kind!r}; use one of {', '.join(PSEUDO_KINDS)}")
+
+
 class PseudoAnomalyValidator:
     """A fixed set of normal and pseudo-anomalous training clips, and the AUC between them."""
 
@@ -179,26 +205,9 @@ class PseudoAnomalyValidator:
             # A scene with nothing in it gives no object: the square stands in for one.
             thing = _largest_object(donor_frames, read_background(donor, (size, size))) or square
             for kind in self.kinds:
-                if kind in SPEEDUPS:
-                    fits = [c for c in range(min(per_video, frames_total), 0, -1)
-                            if _speedup(c, SPEEDUPS[kind])[-1] < frames_total]
-                    if fits:
-                        offsets = _speedup(fits[0], SPEEDUPS[kind])
-                        s0 = int(rng.integers(0, frames_total - offsets[-1]))
-                        add(kind, read_video_frames(video, s0 + offsets, (size, size)), feature_bg)
-                elif kind == "reverse":
-                    add(kind, normal[::-1], feature_bg)
-                elif kind == "object":
-                    add(kind, _paste_moving(normal, thing, OBJECT_SPEED, rng), feature_bg)
-                elif kind == "appearance":
-                    inverted = Cutout(np.ascontiguousarray(-thing.pixels[::-1]), thing.mask)
-                    add(kind, _paste_moving(normal, inverted, WALKING_SPEED, rng), feature_bg)
-                elif kind == "stop":
-                    add(kind, _paste_moving(normal, thing, 0.0, rng), feature_bg)
-                elif kind == "patch":
-                    add(kind, _paste_moving(normal, square, PATCH_SPEED, rng), feature_bg)
-                else:
-                    raise ValueError(f"unknown pseudo-anomaly kind {kind!r}; use one of {', '.join(PSEUDO_KINDS)}")
+                frames = _pseudo_clip(kind, video, normal, thing, square, per_video, size, rng)
+                if frames is not None:
+                    add(kind, frames, feature_bg)
         if not any(w.kind != "normal" for w in self.windows):  # check_pseudo_anomalies said so before
             raise ValueError("the training videos are too short to make pseudo-anomalous clips")
 

@@ -194,7 +194,9 @@ def _put_or_drop(queue: asyncio.Queue, item: dict) -> None:
 
 
 def create_app(hub: Hub, token: str | None = None):
-    """The ASGI app: the page at /, the API under /api, /healthz (module docstring)."""
+    """The ASGI app: the page at /, the API under /api, /healthz (module docstring). Longer than
+    a screen on purpose: the routes are small closures over one hub and token, and the whole
+    HTTP API reads in one place, in the order the README lists it."""
     from mama.live.page import PAGE
 
     def authorised(request: Request) -> None:
