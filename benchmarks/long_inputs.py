@@ -1,7 +1,7 @@
 """Length should not matter: peak memory of `mama score` and `mama train` on a short and a long
 looped real video, and what the frame store and the feature store cost.
 
-    python benchmarks/long_inputs.py --data-root ../shared/datasets --work /tmp/long \
+    python benchmarks/long_inputs.py --data-root data --work /tmp/long \
         --json benchmarks/results/long_inputs.json
 
 Inputs are UCSD Ped2 videos looped (test video 01 for scoring, training video 01 for

@@ -1,6 +1,6 @@
 """ONNX Runtime against PyTorch for scoring on this CPU, in one run, alternating.
 
-    python benchmarks/onnx_engine.py --data-root ../shared/datasets --json benchmarks/results/cpu_onnx.json
+    python benchmarks/onnx_engine.py --data-root data --json benchmarks/results/cpu_onnx.json
 
 The model is the demo's architecture (width 16, DIS flow + foreground labels) with random
 weights (they do not change the speed), exported by `mama export` at each size. Frames are

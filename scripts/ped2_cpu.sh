@@ -2,14 +2,14 @@
 # The whole pipeline on the real UCSD Ped2 data on a CPU: small frames, narrow networks, the
 # paper preset's training semantics with the weight-free providers (DIS flow, foreground
 # labels), fusion weights fixed in advance.
-#   bash scripts/ped2_cpu.sh [DATA_ROOT] [OUT]      (DATA_ROOT holds ped2/; default ../shared/datasets)
+#   bash scripts/ped2_cpu.sh [DATA_ROOT] [OUT]      (DATA_ROOT holds ped2/, as data/ped2/; default data)
 #   SEED=1 bash scripts/ped2_cpu.sh ...             (another training seed)
 #   KEEP=10 bash scripts/ped2_cpu.sh ...            (also keep 10 checkpoints per stage, step_*.pt,
 #                                                    for scripts/proxy_study.py; training is unchanged)
 # Prints the metrics table; the figures quoted in the README come from this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=${1:-../shared/datasets}
+ROOT=${1:-data}
 OUT=${2:-runs/ped2_cpu}
 GEN_ITERS=${GEN_ITERS:-1500}
 DES_ITERS=${DES_ITERS:-300}

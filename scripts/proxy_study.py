@@ -12,7 +12,7 @@ stage:
                test videos' normal frames (why the sim terms help or hurt).
 The test labels are read here to VALIDATE the proxy once; nothing here is a default.
 
-    .venv/bin/python scripts/proxy_study.py runs/study/s0 --data-root ../shared/datasets \
+    .venv/bin/python scripts/proxy_study.py runs/study/s0 --data-root data \
         --out benchmarks/results/proxy_study_s0.json
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--dataset", default="ped2")
-    ap.add_argument("--data-root", default="../shared/datasets")
+    ap.add_argument("--data-root", default="data")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     config = json.loads((a.run / "generator" / "config_generator.json").read_text())
