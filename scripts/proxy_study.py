@@ -28,6 +28,7 @@ from scipy.stats import spearmanr
 from mama import metrics
 from mama.data.datasets import make_samples
 from mama.evaluate.calibrate import effective_weights
+from mama.evaluate.card import alone, stream_aucs
 from mama.evaluate.engine import Scorer
 from mama.evaluate.fusion import PAPER_WEIGHTS, STREAMS, FusionWeights, clean_weights, fuse_offline, grid_aucs
 from mama.evaluate.streams import video_streams
@@ -38,7 +39,6 @@ from mama.io import cache_folder
 from mama.models.build import models_from_run
 from mama.models.checkpoint import read_file
 
-SINGLE = {name: FusionWeights(**{name: 1.0}) for name in STREAMS}
 
 
 def rho(x, y) -> float:
@@ -72,7 +72,7 @@ def stage_study(stage_dir: Path, tests, labels, train_videos, extractor, size: i
         per_kind = {k: float(v[0]) for k, v in validator.kind_aucs(pseudo, [w]).items()}
         rows.append({"checkpoint": path.name, "step": int(payload["step"]), "proxy": float(np.mean(list(per_kind.values()))),
                      "proxy_per_kind": per_kind, "test_auc": test_auc(streams, labels, w),
-                     "test_auc_sse": test_auc(streams, labels, SINGLE["sse"])})
+                     "test_auc_sse": test_auc(streams, labels, alone("sse"))})
         print(f"{stage_dir.name} {path.name}: proxy {rows[-1]['proxy']:.3f}  test {rows[-1]['test_auc']:.3f}", flush=True)
         last = (pseudo, streams)
     out = {"checkpoints": rows,
@@ -99,12 +99,11 @@ def stage_study(stage_dir: Path, tests, labels, train_videos, extractor, size: i
         "test_auc_range": [float(truth.min()), float(truth.max())],
     }
     present = [n for n in STREAMS if n in streams[0]]
-    out["streams"] = {n: {"proxy": float(validator.proxy(pseudo, [SINGLE[n]])[0]),
-                          "proxy_per_kind": {k: float(v[0]) for k, v in validator.kind_aucs(pseudo, [SINGLE[n]]).items()},
-                          "test_auc": test_auc(streams, labels, SINGLE[n]),
+    out["streams"] = {n: {"proxy": proxy_alone, "proxy_per_kind": per_kind_alone,
+                          "test_auc": test_auc(streams, labels, alone(n)),
                           "test_auc_per_video": [metrics.summarize([v[n]], [y])["micro_auc"] if 0 < y.mean() < 1 else None
                                                  for v, y in zip(streams, labels)]}
-                      for n in present}
+                      for n, (proxy_alone, per_kind_alone) in stream_aucs(validator, pseudo).items()}
     normal = np.concatenate([y == 0 for y in labels])
     joined = np.stack([np.concatenate([v[n] for v in streams])[normal] for n in present])
     out["stream_correlation_normal_frames"] = {"streams": present, "spearman": spearmanr(joined, axis=1).statistic.tolist()}

@@ -28,18 +28,27 @@ def alone(stream: str) -> FusionWeights:
     return FusionWeights(**{stream: 1.0})
 
 
+def stream_aucs(validator: PseudoAnomalyValidator, streams: list[dict]) -> dict[str, tuple[float, dict[str, float]]]:
+    """{stream: (its pseudo-anomaly AUC alone, {kind: AUC})} for each stream the model produces,
+    every stream's weighting scored in one pass."""
+    present = [n for n in STREAMS if n in streams[0]]
+    per_kind = validator.kind_aucs(streams, [alone(n) for n in present])
+    out = {}
+    for i, name in enumerate(present):
+        kinds = {k: float(v[i]) for k, v in per_kind.items()}
+        out[name] = (float(np.mean(list(kinds.values()))), kinds)
+    return out
+
+
 def model_card(validator: PseudoAnomalyValidator, scorer: Scorer, weights: FusionWeights, weights_from: str,
                checkpoint: dict) -> dict:
     """The card of the model `scorer` runs: each stream's pseudo-anomaly AUC (overall and per
     kind), the flags, and `weights` with the flagged streams left out. `checkpoint`: {"step",
     "why"} of the checkpoint the card describes."""
     streams = validator.streams(scorer)
-    present = [n for n in STREAMS if n in streams[0]]
     chosen = effective_weights(weights, streams[0])
     rows, flags, flagged = [], [], []
-    for name in present:
-        per_kind = {k: float(v[0]) for k, v in validator.kind_aucs(streams, [alone(name)]).items()}
-        auc = float(np.mean(list(per_kind.values())))
+    for name, (auc, per_kind) in stream_aucs(validator, streams).items():
         rows.append({"name": name, "auc": auc, "per_kind": per_kind, "flagged": False})
         if chosen[name] == 0:
             continue
